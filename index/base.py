@@ -1,0 +1,239 @@
+"""The protocol every single-vector index follows, and the parts they share.
+
+Result contract (documented once, here): ``search`` returns ``(scores, labels)``, both of shape
+``(m, k)``, best first. Scores are float32 and higher is better for every metric (L2 gives the
+negated squared distance). Where fewer than ``k`` results exist, labels are -1 and scores -inf.
+"""
+
+from __future__ import annotations
+
+import platform
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import scoring, storage
+from .metric import Metric, prepare
+from .validate import allowed_array, check_k, check_labels, check_vectors
+
+FORMAT_VERSION = 1
+MANIFEST = "index.json"
+
+
+def empty_result(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
+
+
+def library_versions() -> dict[str, str]:
+    import faiss
+    import hnswlib
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "faiss": getattr(faiss, "__version__", "?"),
+        "hnswlib": getattr(hnswlib, "__version__", "0.8"),
+    }
+
+
+class Index(ABC):
+    """A single-vector index: ``add``, ``remove``, ``search``, ``save``, ``load``.
+
+    Subclasses declare ``kind`` (the spec name), ``config_keys`` with their defaults (the spec's
+    parameters, in canonical order) and ``search_keys`` (parameters ``search`` accepts per call).
+    """
+
+    kind: ClassVar[str]
+    config_keys: ClassVar[dict[str, Any]] = {}
+    search_keys: ClassVar[tuple[str, ...]] = ()
+    # An allowed set at most this large, or at most this fraction of the index, is searched
+    # exactly instead of through the approximate structure (which would starve on it).
+    exact_filter_max: ClassVar[int] = 2048
+    exact_filter_fraction: ClassVar[float] = 0.02
+
+    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = int(dim)
+        self.metric = Metric.parse(metric)
+        unknown = set(params) - set(self.config_keys)
+        if unknown:
+            known = ", ".join(self.config_keys) or "none"
+            raise ValueError(f"unknown {self.kind} parameter(s) {sorted(unknown)}; known: {known}")
+        self.params = {**self.config_keys, **params}
+        for key, value in self.params.items():
+            default = self.config_keys[key]
+            if isinstance(default, int) and (
+                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
+            ):
+                raise ValueError(
+                    f"{self.kind} parameter {key} must be a non-negative int, got {value!r}"
+                )
+            self.params[key] = type(default)(value)
+
+    # ---- description -------------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """The canonical spec string; ``from_spec(idx.spec, dim, metric)`` rebuilds the config."""
+        if not self.params:
+            return self.kind
+        return self.kind + ":" + ",".join(f"{k}={v}" for k, v in self.params.items())
+
+    def get_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "dim": self.dim, "metric": self.metric.value, **self.params}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, dim={self.dim}, metric={self.metric.value}, n={len(self)})"
+
+    # ---- the protocol ------------------------------------------------------------------------
+    def add(self, vectors: Any, labels: Any) -> None:
+        """Adds vectors under labels that are not in the index yet.
+
+        Args:
+            vectors: (n, dim) float array, finite.
+            labels: (n,) non-negative int64, unique and not already present.
+
+        Raises:
+            ValueError: on a wrong dimension, NaN/inf, an empty batch, or a label already present.
+        """
+        x = check_vectors(vectors, self.dim)
+        lab = check_labels(labels, x.shape[0])
+        present = self.contains(lab)
+        if present.any():
+            raise ValueError(f"label {int(lab[present][0])} is already in the index")
+        self._add(prepare(x, self.metric), lab)
+
+    def remove(self, labels: Any) -> int:
+        """Removes the given labels; absent ones are ignored. Returns how many were removed."""
+        lab = np.unique(np.asarray(labels, dtype=np.int64).reshape(-1))
+        lab = lab[self.contains(lab)]
+        if lab.size:
+            self._remove(lab)
+        return int(lab.size)
+
+    def search(
+        self, queries: Any, k: int, *, allowed: Any = None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k neighbours of each query.
+
+        Args:
+            queries: (m, dim) or (dim,) float array.
+            k: neighbours per query, > 0.
+            allowed: optional labels that results are restricted to (exactly).
+            **params: per-call search parameters (``search_keys``), e.g. ``ef`` or ``nprobe``.
+
+        Returns:
+            ``(scores (m, k) float32, labels (m, k) int64)``; see the module docstring.
+        """
+        q = prepare(check_vectors(queries, self.dim, "queries"), self.metric)
+        k = check_k(k)
+        unknown = set(params) - set(self.search_keys)
+        if unknown:
+            raise ValueError(
+                f"unknown {self.kind} search parameter(s) {sorted(unknown)}; "
+                f"known: {', '.join(self.search_keys) or 'none'}"
+            )
+        allow = allowed_array(allowed)
+        if allow is not None:
+            allow = allow[self.contains(allow)]
+            if allow.size == 0:
+                return empty_result(q.shape[0], k)
+            if allow.size <= max(self.exact_filter_max, self.exact_filter_fraction * len(self)):
+                return self.search_subset(q, k, allow)
+        if len(self) == 0:
+            return empty_result(q.shape[0], k)
+        return self._search(q, k, allow, **params)
+
+    def search_subset(
+        self, q: np.ndarray, k: int, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the given live labels (q already prepared)."""
+        base = scoring.to_device(self.vectors(labels))
+        scores, rows = scoring.topk(q, base, k, self.metric)
+        return scores, np.where(rows >= 0, labels[np.maximum(rows, 0)], -1)
+
+    def save(self, directory: str | Path) -> None:
+        """Writes the index files and then ``index.json`` (SHA-256 per file) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        names = self._save_files(directory)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "type": type(self).__name__,
+            "spec": self.spec,
+            "config": self.get_config(),
+            "count": len(self),
+            "files": {name: storage.file_entry(directory / name) for name in names},
+            "versions": library_versions(),
+        }
+        storage.write_manifest(directory, MANIFEST, manifest)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Index:
+        """Opens an index saved by ``save``; every file is verified before it is parsed."""
+        from .spec import index_class
+
+        directory = Path(directory)
+        manifest = storage.read_manifest(directory / MANIFEST)
+        mpath = directory / MANIFEST
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise storage.CorruptFileError(
+                mpath, f"unsupported format_version {manifest.get('format_version')!r}"
+            )
+        config = manifest.get("config")
+        if not isinstance(config, dict):
+            raise storage.CorruptFileError(mpath, "manifest lacks a config object")
+        storage.verify_files(directory, manifest.get("files"))
+        config = dict(config)
+        try:
+            klass = index_class(config.pop("kind"))
+            if cls is not Index and not issubclass(klass, cls):
+                raise ValueError(f"holds a {klass.__name__}, not a {cls.__name__}")
+            idx = klass(**config)
+            idx._load_files(directory)
+        except storage.CorruptFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise storage.CorruptFileError(mpath, f"invalid index manifest or data: {e}") from None
+        if len(idx) != manifest.get("count"):
+            raise storage.CorruptFileError(
+                mpath, f"count {manifest.get('count')} but the files hold {len(idx)} vectors"
+            )
+        return idx
+
+    # ---- what subclasses implement -----------------------------------------------------------
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def contains(self, labels: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``labels`` are live in the index."""
+
+    @abstractmethod
+    def labels(self) -> np.ndarray:
+        """All live labels (int64)."""
+
+    @abstractmethod
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Stored (prepared) vectors of live labels, for exact subset search."""
+
+    @abstractmethod
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _remove(self, labels: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def _save_files(self, directory: Path) -> list[str]: ...
+
+    @abstractmethod
+    def _load_files(self, directory: Path) -> None: ...

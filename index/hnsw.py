@@ -1,0 +1,154 @@
+"""HNSW graph search through hnswlib: growth without rebuild, deletes, filtered search."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from . import storage
+from .base import Index
+from .hnsw_format import check_hnsw_file
+from .metric import Metric
+from .validate import check_labels
+
+_SPACE = {Metric.COSINE: "ip", Metric.IP: "ip", Metric.L2: "l2"}
+_INITIAL_CAPACITY = 1024
+
+
+class HNSWIndex(Index):
+    """Approximate search on an hnswlib graph.
+
+    Spec: ``hnsw:M=16,ef_construction=200,ef=64``. ``ef`` is the default search breadth and can be
+    overridden per call (``search(q, k, ef=256)``); it is raised to ``k`` when smaller. Capacity
+    doubles as vectors arrive; removed labels are marked deleted and their slots reused.
+    Cosine vectors are normalised once and searched by inner product.
+    """
+
+    kind = "hnsw"
+    config_keys = {"M": 16, "ef_construction": 200, "ef": 64}
+    search_keys = ("ef",)
+
+    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
+        super().__init__(dim, metric, **params)
+        if self.params["M"] < 2:
+            raise ValueError(f"hnsw parameter M must be >= 2, got {self.params['M']}")
+        self._live: set[int] = set()
+        self._deleted = 0
+        self._lock = threading.Lock()  # hnswlib must not add while searching
+        self._g = self._new_graph(_INITIAL_CAPACITY)
+
+    def _new_graph(self, capacity: int) -> hnswlib.Index:
+        g = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
+        g.init_index(
+            max_elements=capacity,
+            M=self.params["M"],
+            ef_construction=self.params["ef_construction"],
+            random_seed=100,
+            allow_replace_deleted=True,
+        )
+        g.set_ef(self.params["ef"])
+        return g
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def contains(self, labels: np.ndarray) -> np.ndarray:
+        get = self._live.__contains__
+        return np.fromiter(map(get, labels.tolist()), dtype=bool, count=len(labels))
+
+    def labels(self) -> np.ndarray:
+        return np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._g.get_items(labels, return_type="numpy"), dtype=np.float32)
+
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        with self._lock:
+            # Fresh slots are needed for what the deleted ones cannot absorb.
+            need = self._g.element_count + max(0, x.shape[0] - self._deleted)
+            if need > self._g.get_max_elements():
+                self._g.resize_index(max(need, 2 * self._g.get_max_elements()))
+            reuse = min(self._deleted, x.shape[0])
+            if reuse:
+                self._g.add_items(x[:reuse], labels[:reuse], replace_deleted=True)
+                self._deleted -= reuse
+            if reuse < x.shape[0]:
+                self._g.add_items(x[reuse:], labels[reuse:])
+            self._live.update(labels.tolist())
+
+    def _remove(self, labels: np.ndarray) -> None:
+        with self._lock:
+            for lab in labels.tolist():
+                self._g.mark_deleted(lab)
+                self._live.discard(lab)
+            self._deleted += len(labels)
+
+    def _to_scores(self, dist: np.ndarray) -> np.ndarray:
+        if self.metric is Metric.L2:
+            return -dist
+        return (1.0 - dist).astype(np.float32, copy=False)
+
+    def _search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        m = q.shape[0]
+        pool = len(self) if allowed is None else allowed.size
+        kk = min(k, pool)
+        ef = max(int(params.get("ef", self.params["ef"])), kk)
+        filt = None
+        if allowed is not None:
+            filt = set(allowed.tolist()).__contains__
+        threads = 1 if m == 1 else -1
+        with self._lock:
+            self._g.set_ef(ef)
+            try:
+                lab, dist = self._g.knn_query(q, k=kk, num_threads=threads, filter=filt)
+            except RuntimeError:
+                # The graph walk found fewer than kk results (sparse filter or heavy deletions).
+                lab = None
+        if lab is None:
+            subset = allowed if allowed is not None else self.labels()
+            return self.search_subset(q, k, subset)
+        scores = np.full((m, k), -np.inf, dtype=np.float32)
+        labels = np.full((m, k), -1, dtype=np.int64)
+        scores[:, :kk] = self._to_scores(dist)
+        labels[:, :kk] = lab.astype(np.int64, copy=False)
+        return scores, labels
+
+    def _save_files(self, directory: Path) -> list[str]:
+        tmp = directory / ".graph.bin.tmp"
+        with self._lock:
+            self._g.save_index(str(tmp))
+        storage.fsync_file(tmp)
+        os.replace(tmp, directory / "graph.bin")
+        storage.save_npy(directory / "labels.npy", self.labels())
+        return ["graph.bin", "labels.npy"]
+
+    def _load_files(self, directory: Path) -> None:
+        path = directory / "graph.bin"
+        labels = storage.load_npy(directory / "labels.npy", np.int64, 1)
+        try:
+            check_labels(labels, labels.shape[0])
+        except (ValueError, TypeError) as e:
+            raise storage.CorruptFileError(directory / "labels.npy", str(e)) from None
+        count = check_hnsw_file(path, self.dim, self.params["M"])
+        if count < labels.shape[0]:
+            raise storage.CorruptFileError(
+                path, f"holds {count} elements, fewer than {labels.shape[0]} live labels"
+            )
+        g = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
+        g.load_index(
+            str(path), max_elements=max(count, _INITIAL_CAPACITY), allow_replace_deleted=True
+        )
+        g.set_ef(self.params["ef"])
+        stored = np.asarray(g.get_ids_list(), dtype=np.int64)
+        if not np.isin(labels, stored).all():
+            raise storage.CorruptFileError(path, "live labels missing from the graph")
+        self._g = g
+        self._live = set(labels.tolist())
+        self._deleted = count - len(self._live)

@@ -1,0 +1,117 @@
+"""A structural check of hnswlib's binary index file, run before hnswlib parses it.
+
+hnswlib trusts its file completely: a wrong dimension, a short file or a neighbour id out of range
+reads out of bounds. This module walks the whole layout (hnswlib 0.8 ``saveIndex``) with numpy and
+raises ``CorruptFileError`` naming the file instead.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .storage import CorruptFileError
+
+# offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
+# (size_t x 6), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t x 3),
+# mult (double), ef_construction (size_t)
+HEADER = struct.Struct("<6Q i I 3Q d Q")
+
+
+def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
+    """Validates an hnswlib file for vectors of ``dim`` float32 and graph degree ``M``.
+
+    Returns:
+        The number of elements (live and deleted) the file holds.
+
+    Raises:
+        CorruptFileError: naming ``path`` and the first inconsistency found.
+    """
+    path = Path(path)
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size < HEADER.size:
+        raise CorruptFileError(path, f"{data.size} bytes is shorter than the hnswlib header")
+    (
+        off0,
+        _max_el,
+        count,
+        per_el,
+        label_off,
+        data_off,
+        maxlevel,
+        entry,
+        max_m,
+        max_m0,
+        m,
+        _mult,
+        _efc,
+    ) = HEADER.unpack_from(data.tobytes()[: HEADER.size])
+    links0 = max_m0 * 4 + 4
+    expect = {
+        "offsetLevel0": (off0, 0),
+        "M": (m, M),
+        "maxM": (max_m, M),
+        "maxM0": (max_m0, 2 * M),
+        "offsetData": (data_off, links0),
+        "label_offset": (label_off, links0 + 4 * dim),
+        "size_data_per_element": (per_el, links0 + 4 * dim + 8),
+    }
+    for field, (got, want) in expect.items():
+        if got != want:
+            raise CorruptFileError(
+                path, f"header field {field}={got}, expected {want} for dim={dim}, M={M}"
+            )
+    level0_end = HEADER.size + count * per_el
+    if level0_end > data.size:
+        raise CorruptFileError(
+            path, f"truncated: {count} elements need {level0_end} bytes, file has {data.size}"
+        )
+    if count and not (0 <= entry < count):
+        raise CorruptFileError(path, f"entry point {entry} out of range for {count} elements")
+    if count and not (0 <= maxlevel < 64):
+        raise CorruptFileError(path, f"implausible max level {maxlevel}")
+    level0 = data[HEADER.size : level0_end].reshape(count, per_el)
+    _check_links(path, level0[:, :links0], max_m0, count, "level 0")
+
+    # Upper levels: per element a uint32 byte size, then that many bytes of link lists.
+    per_level = max_m * 4 + 4
+    pos = level0_end
+    sizes_seen = []
+    upper_blocks = []
+    for i in range(count):
+        if pos + 4 > data.size:
+            raise CorruptFileError(path, f"truncated in the link lists of element {i}")
+        size = int(data[pos : pos + 4].view(np.uint32)[0])
+        pos += 4
+        if size:
+            if size % per_level or size // per_level > maxlevel:
+                raise CorruptFileError(path, f"element {i} has a link list of {size} bytes")
+            if pos + size > data.size:
+                raise CorruptFileError(path, f"truncated in the link lists of element {i}")
+            upper_blocks.append(data[pos : pos + size].reshape(-1, per_level))
+            pos += size
+        sizes_seen.append(size)
+    if pos != data.size:
+        raise CorruptFileError(path, f"{data.size - pos} unexpected bytes after the last element")
+    if upper_blocks:
+        _check_links(path, np.concatenate(upper_blocks), max_m, count, "upper levels")
+    return int(count)
+
+
+def _check_links(path: Path, block: np.ndarray, max_links: int, count: int, where: str) -> None:
+    """Each row: uint16 link count (+ flag bytes), then max_links uint32 neighbour ids."""
+    if block.shape[0] == 0:
+        return
+    block = np.ascontiguousarray(block)
+    n_links = block[:, :2].copy().view(np.uint16)[:, 0]
+    if (n_links > max_links).any():
+        bad = int(np.argmax(n_links > max_links))
+        raise CorruptFileError(
+            path, f"{where}: list {bad} claims {int(n_links[bad])} links (max {max_links})"
+        )
+    ids = block[:, 4 : 4 + 4 * max_links].copy().view(np.uint32)
+    used = np.arange(max_links)[None, :] < n_links[:, None]
+    if (ids[used] >= count).any():
+        raise CorruptFileError(path, f"{where}: neighbour id out of range (>= {count})")

@@ -1,0 +1,295 @@
+"""Inverted-file search through faiss: IVF-Flat and IVF-PQ.
+
+Until enough vectors exist to train the coarse quantizer (and the product quantizer), the index
+keeps its vectors in a buffer and answers exactly; the vectors it holds then train it and move in.
+Files are plain ``.npy`` arrays (centroids, codebooks, inverted lists), rebuilt into faiss
+structures on load, so faiss never parses a file from disk.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from . import scoring, storage
+from .base import Index
+from .labelmap import RowStore
+from .metric import Metric
+from .validate import check_labels
+
+TRAIN_POINTS_PER_CENTROID = 39  # faiss' own floor for k-means
+MAX_TRAIN_POINTS_PER_CENTROID = 256
+
+
+def _gpu_count() -> int:
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+class IVFIndex(Index):
+    """IVF-Flat (``pq=0``) or IVF-PQ (``pq`` sub-quantizers of ``nbits`` bits) on faiss.
+
+    Spec: ``ivf:nlist=256,nprobe=16,pq=0,nbits=8``. ``nprobe`` can be overridden per call. A
+    filtered search widens ``nprobe`` in proportion to how selective the filter is, so that the
+    probed lists still hold enough allowed vectors. faiss GPU indexes serve unfiltered searches
+    when the installed faiss sees a GPU.
+    """
+
+    kind = "ivf"
+    config_keys = {"nlist": 256, "nprobe": 16, "pq": 0, "nbits": 8}
+    search_keys = ("nprobe",)
+
+    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
+        super().__init__(dim, metric, **params)
+        p = self.params
+        if p["nlist"] < 1 or p["nprobe"] < 1:
+            raise ValueError(
+                f"ivf parameters nlist and nprobe must be >= 1, got {p['nlist']}, {p['nprobe']}"
+            )
+        if p["pq"] and self.dim % p["pq"]:
+            raise ValueError(f"ivf parameter pq={p['pq']} must divide dim={self.dim}")
+        if not 1 <= p["nbits"] <= 16:
+            raise ValueError(f"ivf parameter nbits must be in 1..16, got {p['nbits']}")
+        self._buffer = RowStore(self.dim)  # exact storage until trained
+        self._faiss: Any = None
+        self._live: set[int] = set()
+        self._lock = threading.Lock()
+        self._gpu: Any = None
+        self._gpu_stale = True
+
+    @property
+    def trained(self) -> bool:
+        return self._faiss is not None
+
+    @property
+    def train_size(self) -> int:
+        """Vectors needed before the index trains itself."""
+        need = TRAIN_POINTS_PER_CENTROID * self.params["nlist"]
+        if self.params["pq"]:
+            need = max(need, TRAIN_POINTS_PER_CENTROID * (1 << self.params["nbits"]))
+        return need
+
+    def _faiss_metric(self) -> int:
+        return faiss.METRIC_L2 if self.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
+
+    def _empty_faiss(self) -> Any:
+        p = self.params
+        quantizer = (faiss.IndexFlatL2 if self.metric is Metric.L2 else faiss.IndexFlatIP)(self.dim)
+        if p["pq"]:
+            ix = faiss.IndexIVFPQ(
+                quantizer, self.dim, p["nlist"], p["pq"], p["nbits"], self._faiss_metric()
+            )
+        else:
+            ix = faiss.IndexIVFFlat(quantizer, self.dim, p["nlist"], self._faiss_metric())
+        ix.own_fields = True
+        quantizer.this.disown()
+        return ix
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._live) if self.trained else len(self._buffer)
+
+    def contains(self, labels: np.ndarray) -> np.ndarray:
+        if not self.trained:
+            return self._buffer.contains(labels)
+        get = self._live.__contains__
+        return np.fromiter(map(get, labels.tolist()), dtype=bool, count=len(labels))
+
+    def labels(self) -> np.ndarray:
+        if not self.trained:
+            return self._buffer.live_labels()
+        return np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Exact vectors before training; faiss' reconstructions (exact for IVF-Flat) after."""
+        if not self.trained:
+            return self._buffer.x[self._buffer.row_of(labels)]
+        return self._faiss.reconstruct_batch(np.ascontiguousarray(labels, dtype=np.int64))
+
+    # ---- mutation ----------------------------------------------------------------------------
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        with self._lock:
+            self._gpu_stale = True
+            if self.trained:
+                self._faiss.add_with_ids(x, labels)
+                self._live.update(labels.tolist())
+                return
+            self._buffer.append(x, labels)
+            if len(self._buffer) >= self.train_size:
+                self._train_from_buffer()
+
+    def _train_from_buffer(self) -> None:
+        x, lab = self._buffer.live()
+        cap = MAX_TRAIN_POINTS_PER_CENTROID * max(self.params["nlist"], 1 << self.params["nbits"])
+        sample = x
+        if x.shape[0] > cap:
+            rng = np.random.default_rng(1234)
+            sample = x[np.sort(rng.choice(x.shape[0], cap, replace=False))]
+        ix = self._empty_faiss()
+        ix.train(sample)
+        ix.set_direct_map_type(faiss.DirectMap.Hashtable)
+        ix.add_with_ids(x, lab)
+        self._faiss = ix
+        self._live = set(lab.tolist())
+        self._buffer = RowStore(self.dim)
+
+    def _remove(self, labels: np.ndarray) -> None:
+        with self._lock:
+            self._gpu_stale = True
+            if not self.trained:
+                self._buffer.remove(labels)
+                return
+            self._faiss.remove_ids(np.ascontiguousarray(labels, dtype=np.int64))
+            self._live.difference_update(labels.tolist())
+
+    # ---- search ------------------------------------------------------------------------------
+    def _search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.trained:
+            return self._search_buffer(q, k, allowed)
+        nlist = self.params["nlist"]
+        nprobe = int(params.get("nprobe", self.params["nprobe"]))
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+        sel = None
+        if allowed is not None:
+            nprobe = math.ceil(nprobe * len(self) / allowed.size)
+            sel = faiss.IDSelectorBatch(allowed)
+        nprobe = min(nprobe, nlist)
+        with self._lock:
+            ix = self._faiss
+            if sel is None and _gpu_count() > 0:
+                ix = self._gpu_index()
+            sp = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel) if sel is not None else None
+            if sp is None:
+                ix.nprobe = nprobe
+                dist, lab = ix.search(q, k)
+            else:
+                dist, lab = ix.search(q, k, params=sp)
+        scores = -dist if self.metric is Metric.L2 else dist
+        scores = np.where(lab >= 0, scores, -np.inf).astype(np.float32, copy=False)
+        return scores, lab.astype(np.int64, copy=False)
+
+    def _search_buffer(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        subset = allowed if allowed is not None else self._buffer.live_labels()
+        base = scoring.to_device(self.vectors(subset))
+        scores, rows = scoring.topk(q, base, k, self.metric)
+        return scores, np.where(rows >= 0, subset[np.maximum(rows, 0)], -1)
+
+    def _gpu_index(self) -> Any:
+        if self._gpu is None or self._gpu_stale:
+            res = faiss.StandardGpuResources()
+            self._gpu = faiss.index_cpu_to_gpu(res, 0, self._faiss)
+            self._gpu_res = res
+            self._gpu_stale = False
+        return self._gpu
+
+    # ---- persistence -------------------------------------------------------------------------
+    def _save_files(self, directory: Path) -> list[str]:
+        if not self.trained:
+            x, lab = self._buffer.live()
+            storage.save_npy(directory / "buffer.npy", x)
+            storage.save_npy(directory / "labels.npy", lab)
+            return ["buffer.npy", "labels.npy"]
+        ix = self._faiss
+        nlist = self.params["nlist"]
+        centroids = ix.quantizer.reconstruct_n(0, nlist)
+        sizes = np.array([ix.invlists.list_size(i) for i in range(nlist)], dtype=np.int64)
+        ids = np.empty(int(sizes.sum()), dtype=np.int64)
+        codes = np.empty((ids.size, ix.code_size), dtype=np.uint8)
+        pos = 0
+        for i in range(nlist):
+            n = int(sizes[i])
+            if n:
+                ids[pos : pos + n] = faiss.rev_swig_ptr(ix.invlists.get_ids(i), n)
+                codes[pos : pos + n] = faiss.rev_swig_ptr(
+                    ix.invlists.get_codes(i), n * ix.code_size
+                ).reshape(n, ix.code_size)
+                pos += n
+        files = {
+            "centroids.npy": centroids,
+            "list_sizes.npy": sizes,
+            "ids.npy": ids,
+            "codes.npy": codes,
+        }
+        if self.params["pq"]:
+            pq = ix.pq
+            files["pq_centroids.npy"] = faiss.vector_to_array(pq.centroids).reshape(
+                pq.M, pq.ksub, pq.dsub
+            )
+        for name, arr in files.items():
+            storage.save_npy(directory / name, arr)
+        return list(files)
+
+    def _load_files(self, directory: Path) -> None:
+        if (directory / "buffer.npy").exists():
+            x = storage.load_npy(directory / "buffer.npy", np.float32, 2)
+            lab = storage.load_npy(directory / "labels.npy", np.int64, 1)
+            if x.shape != (lab.shape[0], self.dim):
+                raise storage.CorruptFileError(
+                    directory / "buffer.npy",
+                    f"shape {x.shape}, expected ({lab.shape[0]}, {self.dim})",
+                )
+            _check_ids(directory / "labels.npy", lab)
+            self._buffer.load(x, lab)
+            return
+        p = self.params
+        ix = self._empty_faiss()
+        cpath = directory / "centroids.npy"
+        centroids = storage.load_npy(cpath, np.float32, 2)
+        if centroids.shape != (p["nlist"], self.dim) or not np.isfinite(centroids).all():
+            raise storage.CorruptFileError(
+                cpath, f"shape {centroids.shape}, expected ({p['nlist']}, {self.dim}) finite"
+            )
+        sizes = storage.load_npy(directory / "list_sizes.npy", np.int64, 1)
+        ids = storage.load_npy(directory / "ids.npy", np.int64, 1)
+        codes = storage.load_npy(directory / "codes.npy", np.uint8, 2)
+        if sizes.shape != (p["nlist"],) or (sizes < 0).any() or int(sizes.sum()) != ids.shape[0]:
+            raise storage.CorruptFileError(
+                directory / "list_sizes.npy", "list sizes do not match ids.npy"
+            )
+        if codes.shape != (ids.shape[0], ix.code_size):
+            raise storage.CorruptFileError(
+                directory / "codes.npy",
+                f"shape {codes.shape}, expected ({ids.shape[0]}, {ix.code_size})",
+            )
+        _check_ids(directory / "ids.npy", ids)
+        ix.quantizer.add(centroids)
+        if p["pq"]:
+            ppath = directory / "pq_centroids.npy"
+            pqc = storage.load_npy(ppath, np.float32, 3)
+            want = (p["pq"], 1 << p["nbits"], self.dim // p["pq"])
+            if pqc.shape != want or not np.isfinite(pqc).all():
+                raise storage.CorruptFileError(ppath, f"shape {pqc.shape}, expected {want} finite")
+            faiss.copy_array_to_vector(np.ascontiguousarray(pqc).ravel(), ix.pq.centroids)
+            ix.is_trained = True
+            ix.precompute_table()
+        ix.is_trained = True
+        ids = np.ascontiguousarray(ids)
+        codes = np.ascontiguousarray(codes)
+        pos = 0
+        for i, n in enumerate(sizes.tolist()):
+            if n:
+                ix.invlists.add_entries(
+                    i, n, faiss.swig_ptr(ids[pos : pos + n]), faiss.swig_ptr(codes[pos : pos + n])
+                )
+                pos += n
+        ix.ntotal = ids.shape[0]
+        ix.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self._faiss = ix
+        self._live = set(ids.tolist())
+
+
+def _check_ids(path: Path, ids: np.ndarray) -> None:
+    try:
+        check_labels(ids, ids.shape[0])
+    except (ValueError, TypeError) as e:
+        raise storage.CorruptFileError(path, str(e)) from None

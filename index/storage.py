@@ -1,0 +1,129 @@
+"""Atomic files and self-describing manifests with a SHA-256 per file.
+
+Every file an index or collection reads back is listed in its manifest with size and SHA-256, and
+is verified before any native library (hnswlib, faiss) sees a byte of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHUNK = 1 << 20
+
+
+class CorruptFileError(ValueError):
+    """A file on disk does not match its manifest, or is malformed; names the file."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {problem}")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temp name, fsync and rename, then fsyncs the directory."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Saves an array as ``.npy`` (no pickle) and fsyncs it."""
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_npy(
+    path: str | os.PathLike[str],
+    dtype: Any = None,
+    ndim: int | None = None,
+    mmap: bool = False,
+) -> np.ndarray:
+    """Loads a ``.npy`` file without pickle, checking dtype and rank; errors name the file."""
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as e:
+        raise CorruptFileError(path, f"not a readable .npy array ({e})") from None
+    if dtype is not None and arr.dtype != np.dtype(dtype):
+        raise CorruptFileError(path, f"dtype {arr.dtype}, expected {np.dtype(dtype)}")
+    if ndim is not None and arr.ndim != ndim:
+        raise CorruptFileError(path, f"{arr.ndim}-D array, expected {ndim}-D")
+    return arr
+
+
+def file_entry(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+
+
+def write_manifest(directory: str | os.PathLike[str], name: str, manifest: dict[str, Any]) -> None:
+    atomic_write_bytes(
+        Path(directory) / name, json.dumps(manifest, indent=2, sort_keys=True).encode()
+    )
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptFileError(path, f"not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise CorruptFileError(path, "manifest is not a JSON object")
+    return manifest
+
+
+def verify_files(directory: str | os.PathLike[str], files: Any) -> None:
+    """Checks every listed file's size and SHA-256; raises CorruptFileError naming the first bad one."""
+    directory = Path(directory)
+    if not isinstance(files, dict):
+        raise CorruptFileError(directory, "manifest 'files' is not a mapping")
+    for name, entry in files.items():
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            raise CorruptFileError(directory, f"manifest names an invalid file {name!r}")
+        path = directory / name
+        if not path.is_file():
+            raise CorruptFileError(path, "file listed in the manifest is missing")
+        if not isinstance(entry, dict) or "size" not in entry or "sha256" not in entry:
+            raise CorruptFileError(path, "manifest entry lacks size or sha256")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise CorruptFileError(
+                path, f"size {size} bytes, manifest says {entry['size']} (truncated?)"
+            )
+        if sha256_file(path) != entry["sha256"]:
+            raise CorruptFileError(path, "SHA-256 does not match the manifest (corrupted)")
