@@ -93,7 +93,10 @@ class Collection:
         return str(id) in self._label_of
 
     def __repr__(self) -> str:
-        return f"Collection({self.name!r}, dim={self.dim}, metric={self.metric.value}, index={self.index_spec!r}, n={len(self)})"
+        return (
+            f"Collection({self.name!r}, dim={self.dim}, metric={self.metric.value}, "
+            f"index={self.index_spec!r}, n={len(self)})"
+        )
 
     # ---- writes ------------------------------------------------------------------------------
     def add(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None) -> None:

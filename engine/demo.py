@@ -68,7 +68,8 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str
     exact.add(ids, doc_vecs, payloads)
     eng.close()
     out(
-        f"indexed {len(col)} documents into hnsw in {t_index * 1e3:.1f} ms (vectorised in {t_vec * 1e3:.0f} ms)"
+        f"indexed {len(col)} documents into hnsw in {t_index * 1e3:.1f} ms "
+        f"(vectorised in {t_vec * 1e3:.0f} ms)"
     )
 
     q = queries[0]
@@ -80,7 +81,8 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str
     out(f"same query, where={where}:")
     for hit in col.search(q_vecs[0], k=3, where=where):
         out(
-            f"  {hit.score:.3f}  {hit.id:>9}  words={hit.payload['words']}  {hit.payload['title'][:55]}"
+            f"  {hit.score:.3f}  {hit.id:>9}  words={hit.payload['words']}  "
+            f"{hit.payload['title'][:55]}"
         )
 
     t0 = time.perf_counter()
@@ -100,7 +102,8 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str
     )
     out(
         f"\nsearch_batch of {len(queries)} queries: {t_search * 1e3:.1f} ms; "
-        f"hnsw recall@10 vs exact {recall:.3f}; a relevant abstract in the top 10 for {found:.0%} of claims"
+        f"hnsw recall@10 vs exact {recall:.3f}; "
+        f"a relevant abstract in the top 10 for {found:.0%} of claims"
     )
 
     reopened = Engine(data).open_collection("sample")

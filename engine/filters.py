@@ -255,8 +255,10 @@ class _Compiler:
                     f"got {type(arg).__name__} {arg!r} at {here}"
                 )
             values = [_scalar(v, f"{here}[{i}]") for i, v in enumerate(arg)]
+            locations = [f"{here}[{i}]" for i in range(len(values))]
         else:
             values = [_scalar(arg, here)]
+            locations = [here]
         negated = op in ("$ne", "$nin")
         if column is None:  # absent: not equal, not comparable
             return _TRUE if negated else _FALSE
@@ -264,8 +266,8 @@ class _Compiler:
         kind = _kind(dtype, name, here)
         if kind == "null":  # an all-null column behaves like an absent field
             return _TRUE if negated else _FALSE
-        for v in values:
-            _check_compatible(kind, dtype, v, name, op, here)
+        for v, loc in zip(values, locations, strict=True):
+            _check_compatible(kind, dtype, v, name, op, loc)
         if op in _ORDERING and kind == "bool":
             raise FilterError(
                 f"operator {op} is not defined for bool field {name!r} at {here}; "
@@ -274,8 +276,14 @@ class _Compiler:
         if op in ("$in", "$nin"):
             matched = _is_in(expr, kind, values)
             return ~matched if negated else matched
-        value = pa.scalar(values[0], _scalar_type(values[0]))
-        compared = _COMPARE[op](expr, value)
+        value = values[0]
+        operand = expr
+        if kind == "float" or isinstance(value, float):
+            # Compare in float64 explicitly: left implicit, pyarrow would cast an int64 value down
+            # to a float32 column's type and fail on large integers.
+            operand = expr if pa.types.is_float64(dtype) else expr.cast(pa.float64())
+            value = float(value)
+        compared = _COMPARE[op](operand, pa.scalar(value, _scalar_type(value)))
         # Kleene logic: null | True -> True, null & False -> False, so nulls never escape.
         return compared | expr.is_null() if negated else compared & expr.is_valid()
 

@@ -23,7 +23,7 @@ def check_payloads(payloads: Sequence[Any] | None, n: int) -> list[dict[str, Any
         raise TypeError("payloads must be a list of dicts, one per id")
     if len(payloads) != n:
         raise ValueError(f"got {len(payloads)} payloads for {n} ids")
-    out = []
+    out: list[dict[str, Any]] = []
     for i, p in enumerate(payloads):
         if p is None:
             out.append({})
@@ -59,7 +59,7 @@ def _check_value(value: Any, where: str) -> None:
 
 
 class PayloadStore:
-    """label -> payload dict, with a lazily built Arrow table (``_label`` + one column per field)."""
+    """label -> payload dict, plus a lazily built Arrow table (``_label``, one column a field)."""
 
     def __init__(self) -> None:
         self.by_label: dict[int, dict[str, Any]] = {}
@@ -87,7 +87,8 @@ class PayloadStore:
                     )
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
                     raise ValueError(
-                        f"payload field {f.name!r} has type {f.type} here but {old.type} in the collection"
+                        f"payload field {f.name!r} has type {f.type} here "
+                        f"but {old.type} in the collection"
                     ) from None
         return pa.unify_schemas([self.schema, new], promote_options="permissive")
 

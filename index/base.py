@@ -87,7 +87,10 @@ class Index(ABC):
         return {"kind": self.kind, "dim": self.dim, "metric": self.metric.value, **self.params}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec!r}, dim={self.dim}, metric={self.metric.value}, n={len(self)})"
+        return (
+            f"{type(self).__name__}({self.spec!r}, dim={self.dim}, "
+            f"metric={self.metric.value}, n={len(self)})"
+        )
 
     # ---- the protocol ------------------------------------------------------------------------
     def add(self, vectors: Any, labels: Any) -> None:

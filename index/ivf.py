@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import faiss
+import faiss as _faiss
 import numpy as np
 
 from . import scoring, storage
@@ -21,6 +21,9 @@ from .base import Index
 from .labelmap import RowStore
 from .metric import Metric
 from .validate import check_labels
+
+# faiss' bundled SWIG stubs disagree with its runtime API (SearchParametersIVF, DirectMap).
+faiss: Any = _faiss
 
 TRAIN_POINTS_PER_CENTROID = 39  # faiss' own floor for k-means
 MAX_TRAIN_POINTS_PER_CENTROID = 256

@@ -108,7 +108,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def verify_files(directory: str | os.PathLike[str], files: Any) -> None:
-    """Checks every listed file's size and SHA-256; raises CorruptFileError naming the first bad one."""
+    """Checks each listed file's size and SHA-256; raises CorruptFileError naming the bad one."""
     directory = Path(directory)
     if not isinstance(files, dict):
         raise CorruptFileError(directory, "manifest 'files' is not a mapping")
