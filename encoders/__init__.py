@@ -1,0 +1,61 @@
+"""text -> vectors: single-vector (sentence-transformers) and multi-vector (ColBERT-style) encoders,
+offline model resolution and contrastive training."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .base import Encoder as Encoder
+from .base import check_texts as check_texts
+from .base import read_config
+from .resolve import DEFAULT
+from .sentence import SentenceEncoder as SentenceEncoder
+from .token import TokenEncoder as TokenEncoder
+
+
+def _spec_params(rest: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, val = part.partition("=")
+        if not eq:
+            raise ValueError(f"malformed encoder spec parameter {part!r}; expected key=value")
+        params[key.strip()] = int(val) if val.strip().lstrip("-").isdigit() else val.strip()
+    return params
+
+
+def load(spec: str | os.PathLike[str]) -> Encoder:
+    """Builds an encoder from a spec.
+
+    Specs: ``default`` (all-MiniLM-L6-v2, offline); ``token`` or ``token:dim=128,query_len=32``
+    (multi-vector on the default model, untrained seeded projection); a directory saved by an
+    encoder's ``save``; or any sentence-transformers model directory.
+
+    Raises:
+        ValueError: an unknown spec or a directory that holds no model.
+    """
+    text = str(spec)
+    if text == DEFAULT:
+        return SentenceEncoder(DEFAULT)
+    if text == "token" or text.startswith("token:"):
+        params = _spec_params(text.partition(":")[2])
+        return TokenEncoder(params.pop("base", DEFAULT), **params)
+    path = Path(text)
+    if path.is_dir():
+        config = read_config(path)
+        if config is not None:
+            kind = config.pop("kind")
+            if kind == TokenEncoder.kind:
+                return TokenEncoder.load(path)
+            if kind == SentenceEncoder.kind:
+                return SentenceEncoder.load(path, **config)
+            raise ValueError(f"{path}: unknown encoder kind {kind!r}")
+        if (path / "modules.json").is_file() or (path / "config.json").is_file():
+            return SentenceEncoder(path)
+    raise ValueError(
+        f"unknown encoder {text!r}: use 'default', 'token[:key=value,...]' or a model directory"
+    )
+
+
+__all__ = ["Encoder", "SentenceEncoder", "TokenEncoder", "check_texts", "load"]

@@ -14,11 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import encoders
 import index as ix
 from index import storage
 from index.labelmap import RowStore
 from index.validate import check_k, check_vectors
 
+from . import encoding
 from .payloads import PayloadStore, check_payloads
 from .results import Hit, Record, SearchResult
 
@@ -69,6 +71,8 @@ class Collection:
         self.dim = int(config["dim"])
         self.metric = ix.Metric.parse(config["metric"])
         self._index = ix.from_spec(config["index"], self.dim, self.metric)
+        self.encoder_spec: str | None = config.get("encoder")
+        self._encoder: encoders.Encoder | None = None
         self._vectors = RowStore(self.dim)
         self._payloads = PayloadStore()
         self._label_of: dict[str, int] = {}
@@ -84,7 +88,35 @@ class Collection:
         return self._index.spec
 
     def config(self) -> dict[str, Any]:
-        return {"dim": self.dim, "metric": self.metric.value, "index": self._index.spec}
+        config = {"dim": self.dim, "metric": self.metric.value, "index": self._index.spec}
+        if self.encoder_spec is not None:
+            config["encoder"] = self.encoder_spec
+        return config
+
+    @property
+    def encoder(self) -> encoders.Encoder | None:
+        """The collection's encoder (loaded on first use), or None for raw-vector collections."""
+        if self._encoder is None and self.encoder_spec is not None:
+            self._encoder = encoding.resolve(self.encoder_spec)
+        return self._encoder
+
+    def _query_vectors(self, queries: Any, batch: bool) -> Any:
+        """Query text(s) -> vectors through the encoder; vectors pass through unchanged."""
+        is_text = (
+            isinstance(queries, str)
+            if not batch
+            else (
+                isinstance(queries, (list, tuple)) and bool(queries) and isinstance(queries[0], str)
+            )
+        )
+        if not is_text:
+            return queries
+        enc = self.encoder
+        if enc is None:
+            raise ValueError(f"collection {self.name!r} has no encoder: search it with vectors")
+        texts = encoders.check_texts([queries] if not batch else queries, "queries")
+        out = enc.encode_queries(texts)
+        return out[0] if not batch else out
 
     def __len__(self) -> int:
         return len(self._label_of)
@@ -99,21 +131,38 @@ class Collection:
         )
 
     # ---- writes ------------------------------------------------------------------------------
-    def add(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None) -> None:
+    def add(
+        self,
+        ids: Any,
+        vectors: Any = None,
+        payloads: Sequence[Any] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+    ) -> None:
         """Adds new items; fails (changing nothing) if any id already exists.
 
         Args:
             ids: n distinct string (or int) ids.
-            vectors: (n, dim) finite floats.
+            vectors: (n, dim) finite floats; or give ``texts`` to a collection with an encoder.
             payloads: optional n JSON-like dicts.
+            texts: n non-empty documents, encoded with the collection's encoder.
 
         Raises:
             ValueError: on an existing or duplicate id, wrong dimension, NaN/inf, empty batch.
         """
+        vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, "add")
         self._write(ids, vectors, payloads, replace=False)
 
-    def upsert(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None) -> None:
+    def upsert(
+        self,
+        ids: Any,
+        vectors: Any = None,
+        payloads: Sequence[Any] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+    ) -> None:
         """Adds items, replacing the vector and payload of ids that already exist."""
+        vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, "upsert")
         self._write(ids, vectors, payloads, replace=True)
 
     def _write(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None, replace: bool) -> None:
@@ -191,10 +240,10 @@ class Collection:
     def search(
         self, vector: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
     ) -> list[Hit]:
-        """The k best matches for one query vector.
+        """The k best matches for one query: a vector, or a text for a collection with an encoder.
 
         Args:
-            vector: (dim,) floats.
+            vector: (dim,) floats, or a query string.
             k: how many hits, > 0.
             where: optional payload filter, e.g. ``{"year": {"$gte": 2021}}``.
             **params: index search parameters (``ef`` for hnsw, ``nprobe`` for ivf).
@@ -202,7 +251,7 @@ class Collection:
         Returns:
             Up to k ``Hit(id, score, payload)``, best first.
         """
-        q = np.asarray(vector, dtype=np.float32)
+        q = np.asarray(self._query_vectors(vector, batch=False), dtype=np.float32)
         if q.ndim != 1:
             raise ValueError(
                 f"search takes one vector of shape ({self.dim},), got {q.shape}; use search_batch"
@@ -211,9 +260,9 @@ class Collection:
         with self._lock:
             allowed = self._allowed(where)
             scores, labels = self._index.search(q, k, allowed=allowed, **params)
-            id_of, payload = self._id_of, self._payloads.get
+            id_of, payload = self._id_of, self._payloads.by_label.get
             return [
-                Hit(id_of[lab], float(s), dict(payload(lab)))
+                Hit(id_of[lab], s, dict(payload(lab, ())))
                 for s, lab in zip(scores[0].tolist(), labels[0].tolist(), strict=True)
                 if lab >= 0
             ]
@@ -221,8 +270,9 @@ class Collection:
     def search_batch(
         self, vectors: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
     ) -> SearchResult:
-        """The k best matches for each of m query vectors: ``.ids`` and ``.scores`` (m, k)."""
-        q = check_vectors(vectors, self.dim, "queries")
+        """The k best matches for each of m queries (vectors, or texts with an encoder):
+        ``.ids`` and ``.scores`` (m, k)."""
+        q = check_vectors(self._query_vectors(vectors, batch=True), self.dim, "queries")
         k = check_k(k)
         with self._lock:
             allowed = self._allowed(where)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import index as ix
+from encoders import Encoder
 
+from . import encoding
 from .collection import MANIFEST, Collection, remove_tree
 from .errors import CollectionExistsError, CollectionNotFoundError
 
@@ -64,7 +66,8 @@ class Engine:
         self,
         name: str,
         *,
-        dim: int,
+        dim: int | None = None,
+        encoder: str | Encoder | None = None,
         metric: str = "cosine",
         index: str = "hnsw",
         exist_ok: bool = False,
@@ -73,7 +76,9 @@ class Engine:
 
         Args:
             name: 1-64 letters, digits, '_' or '-'.
-            dim: vector dimension.
+            dim: vector dimension (taken from the encoder when one is given).
+            encoder: ``default``, ``token[:...]``, a saved model directory or an ``Encoder``:
+                texts go in (``add(texts=...)``, ``search("query")``); stored in the manifest.
             metric: ``cosine`` (default), ``ip`` or ``l2``.
             index: an index spec, e.g. ``flat``, ``hnsw:M=32,ef=128``, ``ivf:nlist=1024,pq=32``.
             exist_ok: return the existing collection instead of raising.
@@ -88,14 +93,22 @@ class Engine:
                 if exist_ok:
                     return self.open_collection(name)
                 raise CollectionExistsError(name)
+            config: dict[str, Any] = {}
+            if encoder is not None:
+                enc = encoding.resolve(encoder)
+                if dim is not None and dim != enc.dim:
+                    raise ValueError(f"dim={dim} does not match the encoder's dimension {enc.dim}")
+                if enc.multi_vector:
+                    raise ValueError("multi-vector encoders need a multi-vector index (muvera)")
+                dim = enc.dim
+                config["encoder"] = enc.name
+            if dim is None:
+                raise ValueError("give dim= (raw vectors) or encoder= (texts)")
             # Validates dim, metric and spec before anything touches the disk.
             spec = ix.from_spec(index, dim, metric).spec
+            config.update(dim=int(dim), metric=ix.Metric.parse(metric).value, index=spec)
             path.mkdir(exist_ok=True)
-            col = Collection.create(
-                path,
-                name,
-                {"dim": int(dim), "metric": ix.Metric.parse(metric).value, "index": spec},
-            )
+            col = Collection.create(path, name, config)
             self._open[name] = col
             return col
 

@@ -1,0 +1,201 @@
+"""Contrastive training: InfoNCE / multiple-negatives ranking with in-batch and hard negatives.
+
+``train`` fine-tunes a ``SentenceEncoder`` (optionally with Matryoshka dimensions) or a
+``TokenEncoder`` (late-interaction MaxSim loss; projection head plus optionally the top layers).
+Hard negatives come from a ``miner`` callable that the engine supplies (it searches vecdex's own
+index), so this package imports no index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Encoder
+from .sentence import SentenceEncoder
+from .token import TokenEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training triple; ``negative`` is optional (in-batch negatives always apply)."""
+
+    query: str
+    positive: str
+    negative: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Training knobs. ``train_layers``: top transformer layers trained for a TokenEncoder
+    (0 = projection only, -1 = all); SentenceEncoders train all layers."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 2e-5
+    head_lr: float = 1e-3
+    temperature: float = 0.05
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    matryoshka_dims: tuple[int, ...] = ()
+    train_layers: int = 2
+    refresh_negatives: bool = False
+    checkpoint_dir: str | None = None
+    max_grad_norm: float = 1.0
+    losses: list[float] = field(default_factory=list)
+
+
+Miner = Callable[[Encoder, list[Example]], list[Example]]
+
+
+def info_nce(q: torch.Tensor, d: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Multiple-negatives ranking loss: query i's positive is document i; every other document
+    in ``d`` (the other positives, then any hard negatives) is a negative."""
+    logits = (q @ d.T) / temperature
+    return F.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))
+
+
+def maxsim_scores(
+    q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch.Tensor
+) -> torch.Tensor:
+    """Late-interaction scores (nq, nd): sum over query tokens of the best document token."""
+    sim = torch.einsum("qid,njd->qnij", q, d)
+    sim = sim.masked_fill(~d_mask[None, :, None, :], float("-inf"))
+    best = sim.max(-1).values.masked_fill(~q_mask[:, None, :], 0.0)
+    return best.sum(-1)
+
+
+def _sentence_loss(enc: SentenceEncoder, batch: list[Example], cfg: TrainConfig) -> torch.Tensor:
+    q = enc.embed_for_training([e.query for e in batch], True)
+    docs = [e.positive for e in batch] + [e.negative for e in batch if e.negative]
+    d = enc.embed_for_training(docs, False)
+    dims = cfg.matryoshka_dims or (q.shape[1],)
+    loss = q.new_zeros(())
+    for dim in dims:
+        loss = loss + info_nce(
+            F.normalize(q[:, :dim], dim=-1), F.normalize(d[:, :dim], dim=-1), cfg.temperature
+        )
+    return loss / len(dims)
+
+
+def _token_loss(enc: TokenEncoder, batch: list[Example], cfg: TrainConfig) -> torch.Tensor:
+    qb = enc.tokenize([e.query for e in batch], True)
+    docs = [e.positive for e in batch] + [e.negative for e in batch if e.negative]
+    db = enc.tokenize(docs, False)
+    q, d = enc.forward(qb), enc.forward(db)
+    qm, dm = enc.keep_mask(qb, True).to(q.device), enc.keep_mask(db, False).to(d.device)
+    scores = maxsim_scores(q, qm, d, dm) / cfg.temperature
+    return F.cross_entropy(scores, torch.arange(len(batch), device=q.device))
+
+
+def _parameters(enc: Encoder, cfg: TrainConfig) -> list[dict]:
+    if isinstance(enc, TokenEncoder):
+        for p in enc.transformer.parameters():
+            p.requires_grad_(cfg.train_layers < 0)
+        layers = enc.transformer.encoder.layer
+        top = (
+            []
+            if cfg.train_layers == 0
+            else list(layers[-cfg.train_layers :])
+            if cfg.train_layers > 0
+            else []
+        )
+        for layer in top:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        body = [p for p in enc.transformer.parameters() if p.requires_grad]
+        groups = [{"params": list(enc.proj.parameters()), "lr": cfg.head_lr}]
+        if body:
+            groups.append({"params": body, "lr": cfg.lr})
+        return groups
+    if isinstance(enc, SentenceEncoder):
+        return [{"params": [p for p in enc.model.parameters() if p.requires_grad], "lr": cfg.lr}]
+    raise TypeError(f"cannot train a {type(enc).__name__}")
+
+
+def train(
+    encoder: Encoder,
+    examples: Sequence[Example],
+    config: TrainConfig | None = None,
+    *,
+    miner: Miner | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
+    """Trains ``encoder`` in place; returns the loss of every step.
+
+    Args:
+        encoder: a SentenceEncoder or TokenEncoder.
+        examples: (query, positive[, negative]) triples.
+        config: hyper-parameters; defaults to ``TrainConfig()``.
+        miner: fills in hard negatives; called before the first epoch, and before each later epoch
+            when ``config.refresh_negatives``.
+        progress: called after each step with (step, total_steps, loss).
+
+    Raises:
+        ValueError: no examples, or a batch size below 2 (in-batch negatives need two).
+    """
+    cfg = config or TrainConfig()
+    examples = list(examples)
+    if not examples:
+        raise ValueError("no training examples")
+    if cfg.batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {cfg.batch_size}")
+    if cfg.temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {cfg.temperature}")
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    loss_fn = _token_loss if isinstance(encoder, TokenEncoder) else _sentence_loss
+    groups = _parameters(encoder, cfg)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warm = max(1, int(cfg.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+    )
+    module = encoder.trainable()
+    losses: list[float] = []
+    step = 0
+    for epoch in range(cfg.epochs):
+        if miner is not None and (epoch == 0 or cfg.refresh_negatives):
+            module.eval()
+            examples = miner(encoder, [replace(e, negative=None) for e in examples])
+        module.train()
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_size):
+            batch = [examples[i] for i in order[start : start + cfg.batch_size]]
+            if len(batch) < 2:
+                continue
+            loss = loss_fn(encoder, batch, cfg)  # type: ignore[arg-type]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in groups for p in g["params"]], cfg.max_grad_norm
+            )
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(step, total, losses[-1])
+        module.eval()
+        if cfg.checkpoint_dir:
+            ckpt = Path(cfg.checkpoint_dir) / f"epoch-{epoch + 1}"
+            encoder.save(ckpt)
+            log.info("saved checkpoint %s", ckpt)
+    module.eval()
+    cfg.losses = losses
+    return losses
