@@ -92,7 +92,10 @@ class SentenceEncoder(Encoder):
     def embed_for_training(self, texts: list[str], is_query: bool) -> torch.Tensor:
         """Differentiable (n, full_dim) embeddings, not normalised."""
         features = self.model.tokenize(texts)
-        features = {k: v.to(self.model.device) for k, v in features.items()}
+        features = {
+            k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v
+            for k, v in features.items()
+        }
         return self.model(features)["sentence_embedding"]
 
     def save(self, directory: str | os.PathLike[str]) -> None:

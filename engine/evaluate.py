@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import beir, encoding
+from .engine import Engine
 
 
 def dcg(gains: Sequence[float]) -> float:
@@ -43,3 +50,75 @@ def evaluate_run(
         out["recall@100"] += recall_at_k(ranked, qrels[q], 100)
         out["mrr@10"] += mrr_at_k(ranked, qrels[q], 10)
     return {k: v / len(qids) for k, v in out.items()} | {"queries": float(len(qids))}
+
+
+def evaluate_beir(
+    directory: str | Path,
+    *,
+    split: str = "test",
+    encoders_: Sequence[str] = ("default",),
+    indexes: Sequence[str] = ("flat",),
+    k: int = 100,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Builds a collection per (encoder, index) from a BEIR corpus and scores the split's queries.
+
+    The corpus is encoded once per encoder; each index is then built from those vectors.
+
+    Returns:
+        One row per (encoder, index): metrics plus timings (encode, index, search seconds).
+    """
+    directory = Path(directory)
+    qrels_path = directory / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise ValueError(f"{qrels_path} does not exist (is {directory} a BEIR directory?)")
+    qrels = beir.read_qrels(qrels_path)
+    corpus = beir.read_jsonl(directory / "corpus.jsonl")
+    queries = {q["_id"]: q["text"] for q in beir.read_jsonl(directory / "queries.jsonl")}
+    qids = [q for q in qrels if q in queries]
+    doc_ids = [d["_id"] for d in corpus]
+    rows = []
+    for spec in encoders_:
+        enc = encoding.resolve(spec)
+        if enc.multi_vector:
+            raise ValueError(f"encoder {spec!r} is multi-vector; evaluate it with a muvera index")
+        t0 = time.perf_counter()
+        docs = enc.encode_documents([beir.document_text(d) for d in corpus])
+        qv = enc.encode_queries([queries[q] for q in qids])
+        t_enc = time.perf_counter() - t0
+        for index_spec in indexes:
+            with tempfile.TemporaryDirectory(prefix="vecdex-eval-") as tmp:
+                col = Engine(tmp).create_collection("eval", dim=enc.dim, index=index_spec)
+                t0 = time.perf_counter()
+                col.add(doc_ids, docs)
+                t_index = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                res = col.search_batch(qv, k=min(k, len(doc_ids)))
+                t_search = time.perf_counter() - t0
+            run = {
+                q: [d for d in row if d is not None] for q, row in zip(qids, res.ids, strict=True)
+            }
+            row = {
+                "encoder": spec,
+                "index": col.index_spec,
+                "split": split,
+                **evaluate_run(run, qrels),
+                "encode_s": t_enc,
+                "index_s": t_index,
+                "search_s": t_search,
+            }
+            rows.append(row)
+            if log is not None:
+                log(format_table([row]))
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    head = f"{'encoder':<40} {'index':<40} {'nDCG@10':>8} {'R@100':>7} {'MRR@10':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{str(r['encoder'])[-40:]:<40} {str(r['index'])[:40]:<40} "
+            f"{r['ndcg@10']:>8.4f} {r['recall@100']:>7.4f} {r['mrr@10']:>7.4f}"
+        )
+    return "\n".join(lines)
