@@ -134,7 +134,7 @@ class Index(ABC):
         """
         q = prepare(check_vectors(queries, self.dim, "queries"), self.metric)
         k = check_k(k)
-        unknown = set(params) - set(self.search_keys)
+        unknown = params.keys() - set(self.search_keys) if params else ()
         if unknown:
             raise ValueError(
                 f"unknown {self.kind} search parameter(s) {sorted(unknown)}; "

@@ -39,6 +39,8 @@ class HNSWIndex(Index):
             raise ValueError(f"hnsw parameter M must be >= 2, got {self.params['M']}")
         self._live: set[int] = set()
         self._deleted = 0
+        # Removed labels that may still name their deleted slot in the graph (see ``_add``).
+        self._ghosts: set[int] = set()
         self._lock = threading.Lock()  # hnswlib must not add while searching
         self._g = self._new_graph(_INITIAL_CAPACITY)
 
@@ -69,23 +71,51 @@ class HNSWIndex(Index):
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         with self._lock:
+            x, rest = self._revive(x, labels)
             # Fresh slots are needed for what the deleted ones cannot absorb.
             need = self._g.element_count + max(0, x.shape[0] - self._deleted)
             if need > self._g.get_max_elements():
                 self._g.resize_index(max(need, 2 * self._g.get_max_elements()))
             reuse = min(self._deleted, x.shape[0])
             if reuse:
-                self._g.add_items(x[:reuse], labels[:reuse], replace_deleted=True)
+                self._g.add_items(x[:reuse], rest[:reuse], replace_deleted=True)
                 self._deleted -= reuse
             if reuse < x.shape[0]:
-                self._g.add_items(x[reuse:], labels[reuse:])
+                self._g.add_items(x[reuse:], rest[reuse:])
             self._live.update(labels.tolist())
+            if len(self._ghosts) > 2 * self._deleted + _INITIAL_CAPACITY:
+                self._ghosts = set(self._g.get_ids_list()) - self._live
+
+    def _revive(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Re-adds removed labels into their own deleted slots; returns the other rows.
+
+        hnswlib's ``replace_deleted`` would put such a label into some other vacant slot while its
+        old slot keeps the label; when that old slot is reused later, hnswlib erases the label's
+        lookup entry and the live label reads as "not found" (``get_items``, ``mark_deleted``).
+        """
+        if not self._ghosts:
+            return x, labels
+        revive = np.zeros(labels.shape[0], dtype=bool)
+        for i, lab in enumerate(labels.tolist()):
+            if lab in self._ghosts:
+                self._ghosts.discard(lab)
+                try:
+                    self._g.unmark_deleted(lab)
+                except RuntimeError:
+                    continue  # its slot was already reused by another label
+                revive[i] = True
+        if not revive.any():
+            return x, labels
+        self._g.add_items(x[revive], labels[revive])  # an existing label: updated in place
+        self._deleted -= int(revive.sum())
+        return x[~revive], labels[~revive]
 
     def _remove(self, labels: np.ndarray) -> None:
         with self._lock:
             for lab in labels.tolist():
                 self._g.mark_deleted(lab)
                 self._live.discard(lab)
+                self._ghosts.add(lab)
             self._deleted += len(labels)
 
     def _to_scores(self, dist: np.ndarray) -> np.ndarray:
@@ -114,10 +144,12 @@ class HNSWIndex(Index):
         if lab is None:
             subset = allowed if allowed is not None else self.labels()
             return self.search_subset(q, k, subset)
+        if kk == k:
+            return self._to_scores(dist), lab.astype(np.int64)
         scores = np.full((m, k), -np.inf, dtype=np.float32)
         labels = np.full((m, k), -1, dtype=np.int64)
         scores[:, :kk] = self._to_scores(dist)
-        labels[:, :kk] = lab.astype(np.int64, copy=False)
+        labels[:, :kk] = lab
         return scores, labels
 
     def _save_files(self, directory: Path) -> list[str]:
@@ -152,3 +184,4 @@ class HNSWIndex(Index):
         self._g = g
         self._live = set(labels.tolist())
         self._deleted = count - len(self._live)
+        self._ghosts = set(stored.tolist()) - self._live

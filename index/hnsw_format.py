@@ -7,6 +7,7 @@ raises ``CorruptFileError`` naming the file instead.
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .storage import CorruptFileError
 # (size_t x 6), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t x 3),
 # mult (double), ef_construction (size_t)
 HEADER = struct.Struct("<6Q i I 3Q d Q")
+_NO_ENTRY = 0xFFFFFFFF  # enterpoint_node of an empty graph (tableint -1)
 
 
 def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
@@ -45,7 +47,7 @@ def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
         max_m,
         max_m0,
         m,
-        _mult,
+        mult,
         _efc,
     ) = HEADER.unpack_from(data.tobytes()[: HEADER.size])
     links0 = max_m0 * 4 + 4
@@ -63,11 +65,16 @@ def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
             raise CorruptFileError(
                 path, f"header field {field}={got}, expected {want} for dim={dim}, M={M}"
             )
+    # hnswlib draws levels with mult = 1/ln(M); a crafted 0 or NaN makes new levels unbounded.
+    if M > 1 and not math.isclose(mult, 1.0 / math.log(M), rel_tol=1e-9):
+        raise CorruptFileError(path, f"header field mult={mult}, expected 1/ln({M})")
     level0_end = HEADER.size + count * per_el
     if level0_end > data.size:
         raise CorruptFileError(
             path, f"truncated: {count} elements need {level0_end} bytes, file has {data.size}"
         )
+    if count == 0 and (entry != _NO_ENTRY or maxlevel != -1):
+        raise CorruptFileError(path, f"empty graph with entry point {entry}, level {maxlevel}")
     if count and not (0 <= entry < count):
         raise CorruptFileError(path, f"entry point {entry} out of range for {count} elements")
     if count and not (0 <= maxlevel < 64):
@@ -78,7 +85,7 @@ def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
     # Upper levels: per element a uint32 byte size, then that many bytes of link lists.
     per_level = max_m * 4 + 4
     pos = level0_end
-    sizes_seen = []
+    levels = np.zeros(count, dtype=np.int64)
     upper_blocks = []
     for i in range(count):
         if pos + 4 > data.size:
@@ -91,17 +98,38 @@ def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
             if pos + size > data.size:
                 raise CorruptFileError(path, f"truncated in the link lists of element {i}")
             upper_blocks.append(data[pos : pos + size].reshape(-1, per_level))
+            levels[i] = size // per_level
             pos += size
-        sizes_seen.append(size)
     if pos != data.size:
         raise CorruptFileError(path, f"{data.size - pos} unexpected bytes after the last element")
+    # hnswlib starts every search at the entry point on the top level and, on level l, only
+    # follows links to elements that have a list on level l; anything else reads out of bounds.
+    if count and levels[entry] != maxlevel:
+        raise CorruptFileError(
+            path, f"entry point {entry} is on level {levels[entry]}, max level is {maxlevel}"
+        )
     if upper_blocks:
-        _check_links(path, np.concatenate(upper_blocks), max_m, count, "upper levels")
+        row_level = np.concatenate([np.arange(1, n + 1) for n in levels.tolist() if n])
+        _check_links(
+            path, np.concatenate(upper_blocks), max_m, count, "upper levels", levels, row_level
+        )
     return int(count)
 
 
-def _check_links(path: Path, block: np.ndarray, max_links: int, count: int, where: str) -> None:
-    """Each row: uint16 link count (+ flag bytes), then max_links uint32 neighbour ids."""
+def _check_links(
+    path: Path,
+    block: np.ndarray,
+    max_links: int,
+    count: int,
+    where: str,
+    levels: np.ndarray | None = None,
+    row_level: np.ndarray | None = None,
+) -> None:
+    """Each row: uint16 link count (+ flag bytes), then max_links uint32 neighbour ids.
+
+    With ``levels`` (each element's top level) and ``row_level`` (the level of each row), also
+    checks that every neighbour exists on the level of the list that names it.
+    """
     if block.shape[0] == 0:
         return
     block = np.ascontiguousarray(block)
@@ -115,3 +143,10 @@ def _check_links(path: Path, block: np.ndarray, max_links: int, count: int, wher
     used = np.arange(max_links)[None, :] < n_links[:, None]
     if (ids[used] >= count).any():
         raise CorruptFileError(path, f"{where}: neighbour id out of range (>= {count})")
+    if levels is not None and row_level is not None:
+        too_low = used & (levels[np.where(used, ids, 0)] < row_level[:, None])
+        if too_low.any():
+            row = int(np.argmax(too_low.any(axis=1)))
+            raise CorruptFileError(
+                path, f"{where}: a level-{int(row_level[row])} list links an element below it"
+            )

@@ -25,6 +25,9 @@ from .validate import check_labels
 # faiss' bundled SWIG stubs disagree with its runtime API (SearchParametersIVF, DirectMap).
 faiss: Any = _faiss
 
+_BUFFER_FILES = ("buffer.npy", "labels.npy")
+_TRAINED_FILES = ("centroids.npy", "list_sizes.npy", "ids.npy", "codes.npy", "pq_centroids.npy")
+
 TRAIN_POINTS_PER_CENTROID = 39  # faiss' own floor for k-means
 MAX_TRAIN_POINTS_PER_CENTROID = 256
 
@@ -197,11 +200,16 @@ class IVFIndex(Index):
 
     # ---- persistence -------------------------------------------------------------------------
     def _save_files(self, directory: Path) -> list[str]:
+        # ``_load_files`` tells the two states apart by ``buffer.npy``: files of the other state,
+        # left by an earlier save into the same directory, must not outlive this one.
+        stale = _TRAINED_FILES if not self.trained else _BUFFER_FILES
+        for name in stale:
+            (directory / name).unlink(missing_ok=True)
         if not self.trained:
             x, lab = self._buffer.live()
             storage.save_npy(directory / "buffer.npy", x)
             storage.save_npy(directory / "labels.npy", lab)
-            return ["buffer.npy", "labels.npy"]
+            return list(_BUFFER_FILES)
         ix = self._faiss
         nlist = self.params["nlist"]
         centroids = ix.quantizer.reconstruct_n(0, nlist)

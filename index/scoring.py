@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -125,3 +126,265 @@ def topk(
         out_s[q0 : q0 + qc, :w] = np.where(rows >= 0, sc, -np.inf)
         out_i[q0 : q0 + qc, :w] = rows
     return out_s, out_i
+
+
+# ---- multi-vector (Chamfer / MaxSim) ------------------------------------------------------------
+# Documents and queries are ragged token sets: ``tokens (T, d)`` with ``offsets (n + 1,)`` int64,
+# set i being ``tokens[offsets[i]:offsets[i + 1]]``. Chamfer(q, D) = sum over query tokens of the
+# max dot product over the document's tokens. Every document must hold at least one token.
+
+
+def _tokens_on_device(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """Token rows (any float dtype, numpy or torch) as a scoring-device tensor."""
+    want = storage_dtype(dev)
+    if isinstance(x, torch.Tensor):
+        return x.to(dev, dtype=want, non_blocking=True)
+    arr = np.ascontiguousarray(x)
+    if dev.type == "cpu":
+        if arr.dtype != np.float32 or not arr.flags.writeable:
+            arr = arr.astype(np.float32)  # a copy (a memory map is read-only)
+        return torch.from_numpy(arr)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr).to(dev, dtype=want, non_blocking=True)
+
+
+def to_scoring_tokens(x: np.ndarray) -> torch.Tensor:
+    """Token rows (e.g. float16, memory-mapped) as a scoring-device tensor, converted in
+    bounded slices."""
+    dev = device()
+    out = torch.empty((x.shape[0], x.shape[1]), dtype=storage_dtype(dev), device=dev)
+    step = max(1, (64 << 20) // max(1, 4 * x.shape[1]))
+    for a in range(0, x.shape[0], step):
+        out[a : a + step] = _tokens_on_device(x[a : a + step], dev)
+    return out
+
+
+def _take_rows(x: np.ndarray | torch.Tensor, idx: np.ndarray) -> np.ndarray | torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.index_select(0, torch.from_numpy(idx).to(x.device))
+    return x[idx]
+
+
+def _segment_max(s: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
+    """Max over consecutive row segments: (rows, cols) -> (segments, cols); -inf if empty."""
+    lens = torch.from_numpy(np.ascontiguousarray(lengths, dtype=np.int64)).to(s.device)
+    return torch.segment_reduce(s, "max", lengths=lens, axis=0, unsafe=True)
+
+
+def _query_sums(maxes: torch.Tensor, q_lens: np.ndarray) -> torch.Tensor:
+    """(docs, query tokens) maxima -> (queries, docs) Chamfer sums, in float32."""
+    lens = torch.from_numpy(np.ascontiguousarray(q_lens, dtype=np.int64)).to(maxes.device)
+    return torch.segment_reduce(maxes.float().T.contiguous(), "sum", lengths=lens, axis=0)
+
+
+def _doc_chunks(d_offsets: np.ndarray, max_tokens: int, max_docs: int | None) -> list[int]:
+    """Document boundaries so that each chunk holds at most ``max_tokens`` tokens (at least one
+    document) and at most ``max_docs`` documents."""
+    n = d_offsets.shape[0] - 1
+    bounds = [0]
+    while bounds[-1] < n:
+        a = bounds[-1]
+        b = int(np.searchsorted(d_offsets, d_offsets[a] + max_tokens, side="right")) - 1
+        b = max(a + 1, min(b, n))
+        if max_docs is not None:
+            b = min(b, a + max_docs)
+        bounds.append(b)
+    return bounds
+
+
+def chamfer_matrix(
+    q_tokens: np.ndarray,
+    q_offsets: np.ndarray,
+    d_tokens: np.ndarray | torch.Tensor,
+    d_offsets: np.ndarray,
+    *,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    query_chunk: int | None = None,
+    doc_chunk: int | None = None,
+) -> np.ndarray:
+    """Chamfer similarity of every query against every document.
+
+    Args:
+        q_tokens: (M, d) query tokens; q_offsets: (m + 1,) int64 boundaries.
+        d_tokens: (T, d) document tokens (numpy, possibly memory-mapped float16, or a tensor);
+            d_offsets: (n + 1,) int64 boundaries. Every document holds at least one token.
+        block_bytes: memory bound for one score block.
+        query_chunk: most queries scored at once; doc_chunk: most documents scored at once
+            (both derived from ``block_bytes`` when None).
+
+    Returns:
+        (m, n) float32 scores.
+
+    Example:
+        >>> q = np.eye(2, dtype=np.float32)
+        >>> chamfer_matrix(q, np.array([0, 2]), q, np.array([0, 1, 2]))
+        array([[1., 1.]], dtype=float32)
+    """
+    m = q_offsets.shape[0] - 1
+    n = d_offsets.shape[0] - 1
+    out = np.empty((m, n), dtype=np.float32)
+    for q0, q1, d0, d1, s in _chamfer_blocks(
+        q_tokens, q_offsets, d_tokens, d_offsets, block_bytes, query_chunk, doc_chunk
+    ):
+        out[q0:q1, d0:d1] = s.cpu().numpy()
+    return out
+
+
+def _chamfer_blocks(
+    q_tokens: np.ndarray,
+    q_offsets: np.ndarray,
+    d_tokens: np.ndarray | torch.Tensor,
+    d_offsets: np.ndarray,
+    block_bytes: int,
+    query_chunk: int | None,
+    doc_chunk: int | None,
+) -> Iterator[tuple[int, int, int, int, torch.Tensor]]:
+    """Yields ``(q0, q1, d0, d1, scores (q1 - q0, d1 - d0) float32 tensor)`` blocks, documents
+    in the outer loop so that each document chunk moves to the device once."""
+    dev = device()
+    m = q_offsets.shape[0] - 1
+    n = d_offsets.shape[0] - 1
+    if m == 0 or n == 0:
+        return
+    q_lens = np.diff(q_offsets)
+    # Query chunks hold at most ~1024 tokens; a document chunk then fits the block budget.
+    qc = query_chunk or max(1, 1024 // max(1, int(q_lens.max())))
+    q_bounds = list(range(0, m, qc)) + [m]
+    q_dev = [
+        _tokens_on_device(q_tokens[q_offsets[a] : q_offsets[b]], dev)
+        for a, b in zip(q_bounds[:-1], q_bounds[1:], strict=True)
+    ]
+    widest = int(np.diff(q_offsets[q_bounds]).max())
+    max_tokens = max(1, block_bytes // (4 * max(1, widest)))
+    d_bounds = _doc_chunks(d_offsets, max_tokens, doc_chunk)
+    for d0, d1 in zip(d_bounds[:-1], d_bounds[1:], strict=True):
+        t0, t1 = int(d_offsets[d0]), int(d_offsets[d1])
+        docs = _tokens_on_device(d_tokens[t0:t1], dev)
+        d_lens = np.diff(d_offsets[d0 : d1 + 1])
+        for (a, b), q in zip(zip(q_bounds[:-1], q_bounds[1:], strict=True), q_dev, strict=True):
+            maxes = _segment_max(docs @ q.T, d_lens)  # (docs, query tokens)
+            yield a, b, d0, d1, _query_sums(maxes, q_lens[a:b])
+
+
+def chamfer_topk(
+    q_tokens: np.ndarray,
+    q_offsets: np.ndarray,
+    d_tokens: np.ndarray | torch.Tensor,
+    d_offsets: np.ndarray,
+    k: int,
+    *,
+    valid: np.ndarray | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    query_chunk: int | None = None,
+    doc_chunk: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exhaustive Chamfer top-k of each query over all documents, in bounded memory.
+
+    Args: as for ``chamfer_matrix``, plus ``k`` and ``valid`` ((n,) bool: documents where it is
+        False are never returned).
+
+    Returns:
+        ``(scores (m, k) float32, rows (m, k) int64)``, best first; -inf / -1 padded.
+    """
+    m = q_offsets.shape[0] - 1
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    out_i = np.full((m, k), -1, dtype=np.int64)
+    best: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    valid_t = torch.from_numpy(np.asarray(valid, dtype=bool)) if valid is not None else None
+    for q0, _q1, d0, d1, s in _chamfer_blocks(
+        q_tokens, q_offsets, d_tokens, d_offsets, block_bytes, query_chunk, doc_chunk
+    ):
+        if valid_t is not None:
+            s.masked_fill_(~valid_t[d0:d1].to(s.device)[None, :], float("-inf"))
+        cs, ci = torch.topk(s, min(k, d1 - d0), dim=1)
+        ci += d0
+        if q0 in best:
+            ps, pi = best[q0]
+            cs, ci = torch.cat([ps, cs], 1), torch.cat([pi, ci], 1)
+            cs, pos = torch.topk(cs, min(k, cs.shape[1]), dim=1)
+            ci = torch.gather(ci, 1, pos)
+        best[q0] = (cs, ci)
+    for q0, (cs, ci) in best.items():
+        sc, rows = cs.cpu().numpy(), ci.cpu().numpy()
+        ok = np.isfinite(sc)
+        out_s[q0 : q0 + sc.shape[0], : sc.shape[1]] = np.where(ok, sc, -np.inf)
+        out_i[q0 : q0 + sc.shape[0], : sc.shape[1]] = np.where(ok, rows, -1)
+    return out_s, out_i
+
+
+def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + l)`` for each pair, without a Python loop."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+def chamfer_pairs(
+    q_tokens: np.ndarray,
+    q_offsets: np.ndarray,
+    d_tokens: np.ndarray | torch.Tensor,
+    d_offsets: np.ndarray,
+    rows: np.ndarray,
+    *,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    query_chunk: int | None = None,
+) -> np.ndarray:
+    """Chamfer similarity of each query against its own candidate documents (the rerank).
+
+    Each query chunk is one batched matmul: query j's candidates' tokens are gathered into one
+    block (padded to the longest block of the chunk), ``bmm`` with the zero-padded query tokens
+    (a zero query token adds max_p <0, p> = 0), then a segment max per candidate and a sum.
+
+    Args:
+        q_tokens, q_offsets: the queries (see ``chamfer_matrix``).
+        d_tokens, d_offsets: all documents (numpy, possibly memory-mapped float16, or a tensor).
+        rows: (m, c) int64 document rows per query; -1 marks no candidate.
+        block_bytes: memory bound for one chunk's gathered tokens and score block.
+        query_chunk: most queries per chunk (derived from ``block_bytes`` when None).
+
+    Returns:
+        (m, c) float32 scores; -inf where ``rows`` is -1.
+    """
+    dev = device()
+    m, c = rows.shape
+    out = np.full((m, c), -np.inf, dtype=np.float32)
+    if m == 0 or c == 0:
+        return out
+    d = q_tokens.shape[1]
+    q_lens = np.diff(q_offsets)
+    ok = rows >= 0
+    safe = np.where(ok, rows, 0)
+    pair_lens = np.where(ok, d_offsets[safe + 1] - d_offsets[safe], 0)  # (m, c)
+    per_query = pair_lens.sum(1)
+    # Bytes per query in a chunk: gathered tokens (float32) plus the score block.
+    widest_q = int(q_lens.max())
+    cost = (4 * d + 4 * widest_q) * max(1, int(per_query.max()))
+    qc = query_chunk or max(1, block_bytes // cost)
+    for a in range(0, m, qc):
+        b = min(m, a + qc)
+        width = max(1, int(per_query[a:b].max()))
+        mq = int(q_lens[a:b].max())
+        # Gather: query j's block holds its candidates' tokens, then padding (token 0).
+        lens = pair_lens[a:b]
+        tok_idx = ragged_arange(d_offsets[safe[a:b]].ravel(), lens.ravel())
+        pad = width - per_query[a:b]
+        slot = ragged_arange(np.arange(b - a) * width, per_query[a:b])
+        flat = np.zeros((b - a) * width, dtype=np.int64)
+        flat[slot] = tok_idx
+        docs = _tokens_on_device(_take_rows(d_tokens, flat), dev).view(b - a, width, d)
+        qpad = np.zeros((b - a, mq, d), dtype=np.float32)
+        qi = ragged_arange(q_offsets[a:b], q_lens[a:b])
+        qpad.reshape(-1, d)[ragged_arange(np.arange(b - a) * mq, q_lens[a:b])] = q_tokens[qi]
+        q = _tokens_on_device(qpad, dev)
+        s = torch.bmm(docs, q.transpose(1, 2)).reshape((b - a) * width, mq)
+        # Segments: each query's c candidates (empty where -1), then its padding segment.
+        seg = np.concatenate([lens, pad[:, None]], axis=1).ravel()
+        maxes = _segment_max(s, seg).view(b - a, c + 1, mq)[:, :c].float()
+        scores = maxes.sum(2)
+        out[a:b] = np.where(ok[a:b], scores.cpu().numpy(), -np.inf)
+    return out

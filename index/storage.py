@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ def load_npy(
     mmap: bool = False,
 ) -> np.ndarray:
     """Loads a ``.npy`` file without pickle, checking dtype and rank; errors name the file."""
+    _check_npy_size(path)
     try:
         arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as e:
@@ -82,6 +84,28 @@ def load_npy(
     if ndim is not None and arr.ndim != ndim:
         raise CorruptFileError(path, f"{arr.ndim}-D array, expected {ndim}-D")
     return arr
+
+
+def _check_npy_size(path: str | os.PathLike[str]) -> None:
+    """Checks that the shape in a ``.npy`` header matches the file's size, before numpy
+    allocates the array it claims (a crafted header could ask for terabytes)."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+        size = os.path.getsize(path)
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise CorruptFileError(path, f"not a readable .npy array ({e})") from None
+    if dtype.hasobject:
+        raise CorruptFileError(path, f"holds Python objects (dtype {dtype}), refused")
+    need = offset + math.prod(shape) * dtype.itemsize
+    if need != size:
+        raise CorruptFileError(
+            path, f"header says shape {shape} of {dtype} ({need} bytes), file has {size} bytes"
+        )
 
 
 def file_entry(path: str | os.PathLike[str]) -> dict[str, Any]:

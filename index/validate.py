@@ -61,5 +61,11 @@ def allowed_array(allowed: Any) -> np.ndarray | None:
         return None
     if isinstance(allowed, (set, frozenset)):
         allowed = list(allowed)
-    arr = np.asarray(allowed, dtype=np.int64).reshape(-1)
-    return np.unique(arr)
+    try:
+        arr = np.asarray(allowed)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"allowed must hold integer labels: {e}") from None
+    # Casting straight to int64 would quietly turn [1.5] into label 1.
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"allowed must hold integer labels, got dtype {arr.dtype}")
+    return np.unique(arr.astype(np.int64).reshape(-1))

@@ -1,0 +1,175 @@
+"""MUVERA: multi-vector search as one single-vector search over Fixed Dimensional Encodings,
+then an exact Chamfer rerank of the candidates (Dhulipala et al., NeurIPS 2024)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import storage
+from .base import Index
+from .fde import FDE
+from .metric import Metric
+from .multivector import (
+    INNER_DIR,
+    INNER_KINDS,
+    MultiVectorIndex,
+    inner_sha,
+    load_inner,
+    split_inner,
+)
+from .tokens import ball_carve, check_token_sets, save_npy_replace
+
+_MATRIX_FILES = {
+    "hyperplanes": "fde_hyperplanes.npy",
+    "projections": "fde_projections.npy",
+    "final": "fde_final.npy",
+}
+
+
+class MuveraIndex(MultiVectorIndex):
+    """Document FDEs in an inner single-vector index (inner product), exact Chamfer rerank.
+
+    Spec (defaults shown): ``muvera:k_sim=5,d_proj=16,r_reps=20,d_final=0,seed=0,inner=hnsw,
+    candidates=100,tau=0`` followed by the inner index's parameters prefixed ``inner_``
+    (``inner=hnsw,inner_M=32,inner_ef=200``; ``inner=ivf,inner_nlist=256,inner_pq=64``).
+
+    - ``k_sim``, ``d_proj``, ``r_reps``, ``d_final``, ``seed``: the FDE (see ``index.fde``);
+      ``d_proj=0`` means no inner projection (the token dimension), ``d_final=0`` no final one.
+    - ``candidates``: documents fetched by FDE search and reranked exactly (raised to ``k``).
+    - ``tau``: ball-carving threshold for query tokens before the rerank, as an integer
+      percentage (70 = cosine 0.7, the paper's value); 0 turns it off. Carving sums the tokens
+      of each cluster, so the rerank scores (and ranking) approximate exact Chamfer.
+
+    ``search`` accepts per call: ``candidates``, ``tau`` and the inner index's search keys with
+    the ``inner_`` prefix (``inner_ef=256``, ``inner_nprobe=32``).
+
+    Example:
+        >>> idx = MuveraIndex(dim=8, k_sim=2, d_proj=4, r_reps=2, inner="flat")
+        >>> rng = np.random.default_rng(0)
+        >>> idx.add([rng.standard_normal((3, 8)) for _ in range(5)], np.arange(5))
+        >>> idx.search([rng.standard_normal((2, 8))], k=3)[1].shape
+        (1, 3)
+    """
+
+    kind = "muvera"
+    config_keys: ClassVar[dict[str, Any]] = {
+        "k_sim": 5,
+        "d_proj": 16,
+        "r_reps": 20,
+        "d_final": 0,
+        "seed": 0,
+        "inner": "hnsw",
+        "candidates": 100,
+        "tau": 0,
+    }
+
+    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
+        kind = str(params.get("inner", self.config_keys["inner"])).strip().lower()
+        own, inner_params = split_inner(kind, params)
+        super().__init__(dim, metric, **own)
+        p = self.params
+        if p["r_reps"] < 1:
+            raise ValueError("muvera parameter r_reps must be >= 1, got 0")
+        if p["tau"] > 100:
+            raise ValueError(f"muvera parameter tau is a percentage (0-100), got {p['tau']}")
+        self.fde = FDE(
+            self.dim,
+            k_sim=p["k_sim"],
+            d_proj=p["d_proj"],
+            r_reps=p["r_reps"],
+            d_final=p["d_final"],
+            seed=p["seed"],
+        )
+        self._inner = INNER_KINDS[kind](dim=self.fde.out_dim, metric="ip", **inner_params)
+        self.params.update({f"inner_{k}": v for k, v in self._inner.params.items()})
+
+    @property
+    def inner(self) -> Index:
+        """The single-vector index over the document FDEs."""
+        return self._inner
+
+    def allowed_search_keys(self) -> tuple[str, ...]:
+        return ("candidates", "tau", *(f"inner_{k}" for k in self._inner.search_keys))
+
+    # ---- encoding ----------------------------------------------------------------------------
+    def encode_queries(self, queries: Any) -> np.ndarray:
+        """Query FDEs (m, out_dim) of a list of token sets (prepared as ``search`` does)."""
+        q, q_off = check_token_sets(queries, self.dim, "queries")
+        return self.fde.encode_queries(self._prepare(q), q_off)
+
+    def encode_documents(self, documents: Any) -> np.ndarray:
+        """Document FDEs (n, out_dim) of a list of token sets (prepared as ``add`` does)."""
+        d, d_off = check_token_sets(documents, self.dim, "documents")
+        return self.fde.encode_documents(self._prepare(d), d_off)
+
+    # ---- protocol hooks ----------------------------------------------------------------------
+    def _add(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+        self._inner.add(self.fde.encode_documents(tokens, offsets), labels)
+
+    def _remove(self, labels: np.ndarray) -> None:
+        self._inner.remove(labels)
+
+    def candidate_labels(self, queries: Any, **params: Any) -> np.ndarray:
+        """The documents FDE search hands to the rerank: (m, candidates) labels, -1 padded."""
+        q, q_off = check_token_sets(queries, self.dim, "queries")
+        return self._candidates(self._prepare(q), q_off, 1, None, **params)
+
+    def _candidates(
+        self, q: np.ndarray, q_off: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
+    ) -> np.ndarray:
+        c = int(params.pop("candidates", self.params["candidates"]))
+        params.pop("tau", None)
+        if c < 1:
+            raise ValueError(f"candidates must be >= 1, got {c}")
+        inner_params = {key[len("inner_") :]: v for key, v in params.items()}
+        qf = self.fde.encode_queries(q, q_off)
+        _, labels = self._inner.search(qf, max(c, k), allowed=allowed, **inner_params)
+        return labels
+
+    def _search(
+        self, q: np.ndarray, q_off: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        tau = int(params.get("tau", self.params["tau"]))
+        if not 0 <= tau <= 100:
+            raise ValueError(f"tau is a percentage (0-100), got {tau}")
+        cand = self._candidates(q, q_off, k, allowed, **params)
+        if tau:
+            q, q_off = ball_carve(q, q_off, tau / 100.0)
+        return self.rerank(q, q_off, cand, k)
+
+    # ---- persistence -------------------------------------------------------------------------
+    def _save_extra(self, directory: Path) -> tuple[list[str], dict[str, Any]]:
+        names = []
+        for key, arr in self.fde.matrices.items():
+            save_npy_replace(directory / _MATRIX_FILES[key], arr)
+            names.append(_MATRIX_FILES[key])
+        self._inner.save(directory / INNER_DIR)
+        return names, {"inner_manifest_sha256": inner_sha(directory)}
+
+    def _load_extra(self, directory: Path, manifest: dict[str, Any]) -> None:
+        matrices = {}
+        for key, (shape, dtype) in self.fde.expected_shapes().items():
+            path = directory / _MATRIX_FILES[key]
+            if not path.is_file():
+                raise storage.CorruptFileError(path, "FDE matrix file is missing")
+            matrices[key] = np.array(storage.load_npy(path, dtype, len(shape)))
+            try:
+                self.fde.check_matrix(key, matrices[key])
+            except ValueError as e:
+                raise storage.CorruptFileError(path, str(e)) from None
+        self.fde.set_matrices(matrices)
+        inner = load_inner(directory, manifest, type(self._inner))
+        if inner.dim != self.fde.out_dim:
+            raise storage.CorruptFileError(
+                directory / INNER_DIR / "index.json",
+                f"inner index has dimension {inner.dim}, the FDE {self.fde.out_dim}",
+            )
+        labels = self._store.lab[: self._store.n]
+        if len(inner) != labels.shape[0] or not inner.contains(labels).all():
+            raise storage.CorruptFileError(
+                directory / INNER_DIR / "index.json", "inner index labels differ from labels.npy"
+            )
+        self._inner = inner

@@ -1,0 +1,291 @@
+"""Ragged token sets (multi-vector documents and queries): validation, packing, ball carving, and
+the float16 token store that multi-vector indexes keep.
+
+A batch of token sets is packed as ``tokens (T, d)`` plus ``offsets (n + 1,)`` int64; set i is
+``tokens[offsets[i]:offsets[i + 1]]`` and holds at least one token.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import storage
+from .scoring import ragged_arange
+from .validate import check_labels
+
+# Rows of the finite check done on a loaded (memory-mapped) token file at a time.
+_CHECK_ROWS = 1 << 20
+
+
+def check_token_sets(x: Any, dim: int, name: str = "documents") -> tuple[np.ndarray, np.ndarray]:
+    """Validates a batch of token sets and packs it.
+
+    Args:
+        x: a list (or tuple) of (n_i, dim) float arrays, one per set, or an (n, L, dim) array.
+        dim: the token dimension.
+        name: what to call ``x`` in error messages.
+
+    Returns:
+        ``(tokens (T, dim) float32, offsets (n + 1,) int64)``.
+
+    Raises:
+        ValueError: an empty batch, a set without tokens, a wrong shape or dimension, NaN/inf.
+        TypeError: ``x`` is not a sequence of numeric arrays.
+
+    Example:
+        >>> t, o = check_token_sets([np.ones((2, 3)), np.ones((1, 3))], 3)
+        >>> t.shape, o.tolist()
+        ((3, 3), [0, 2, 3])
+    """
+    if isinstance(x, np.ndarray):
+        if x.ndim != 3:
+            raise ValueError(
+                f"{name} must be a list of (n_i, {dim}) arrays or an (n, L, {dim}) array, got an "
+                f"array of shape {x.shape}; wrap a single token set in a list"
+            )
+        sets: list[Any] = list(x)
+    elif isinstance(x, (list, tuple)):
+        sets = list(x)
+    else:
+        raise TypeError(f"{name} must be a list of (n_i, {dim}) arrays, got {type(x).__name__}")
+    if not sets:
+        raise ValueError(f"{name} is an empty batch")
+    arrays = []
+    for i, item in enumerate(sets):
+        try:
+            a = np.asarray(item, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}[{i}] must be a numeric array: {e}") from None
+        if a.ndim != 2:
+            raise ValueError(f"{name}[{i}] must be 2-D (n_tokens, {dim}), got shape {a.shape}")
+        if a.shape[0] == 0:
+            raise ValueError(f"{name}[{i}] has no tokens")
+        if a.shape[1] != dim:
+            raise ValueError(f"{name}[{i}] has dimension {a.shape[1]}, expected {dim}")
+        arrays.append(a)
+    lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.ascontiguousarray(np.concatenate(arrays, axis=0))
+    bad = ~np.isfinite(tokens).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        i = int(np.searchsorted(offsets, row, side="right")) - 1
+        raise ValueError(f"{name}[{i}] token {row - int(offsets[i])} contains NaN or inf")
+    return tokens, offsets
+
+
+def ball_carve(
+    tokens: np.ndarray, offsets: np.ndarray, tau: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy ball carving of each token set (MUVERA, section 3.2), to cut rerank cost.
+
+    The first token not yet taken becomes a centre; every untaken token whose cosine to it is
+    >= ``tau`` joins its cluster; each cluster is replaced by the sum of its tokens. Vectorised
+    across sets: the loop runs once per cluster rank (at most the longest set's length).
+
+    Returns:
+        ``(tokens, offsets)`` of the carved sets, clusters in order of their centres.
+
+    Example:
+        >>> t = np.array([[1, 0], [1, 0.5], [0, 1]], dtype=np.float32)
+        >>> ball_carve(t, np.array([0, 3]), 0.7)[0].tolist()
+        [[2.0, 0.5], [0.0, 1.0]]
+    """
+    m = offsets.shape[0] - 1
+    lens = np.diff(offsets)
+    width = int(lens.max())
+    d = tokens.shape[1]
+    pos = ragged_arange(np.arange(m) * width, lens)
+    unit = np.zeros((m * width, d), dtype=np.float32)
+    norms = np.linalg.norm(tokens, axis=1, keepdims=True)
+    unit[pos] = tokens / np.where(norms > 0, norms, 1)
+    unit = unit.reshape(m, width, d)
+    sim = unit @ unit.transpose(0, 2, 1)  # (m, width, width)
+    free = np.zeros((m, width), dtype=bool)
+    free.reshape(-1)[pos] = True
+    cluster = np.full((m, width), -1, dtype=np.int64)
+    rows = np.arange(m)
+    for rank in range(width):
+        active = np.any(free, axis=1, keepdims=True)
+        if not active.any():
+            break
+        centre = np.argmax(free, axis=1)
+        members: np.ndarray = free & (sim[rows, centre] >= tau)
+        members[rows, centre] = free[rows, centre]  # a centre always joins its own cluster
+        members &= active
+        cluster[members] = rank
+        free &= ~members
+    # Sum tokens per (set, cluster), in order.
+    cl = cluster.reshape(-1)[pos]
+    set_of = np.repeat(np.arange(m, dtype=np.int64), lens)
+    key = set_of * width + cl
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    carved = np.add.reduceat(tokens[order], starts, axis=0)
+    counts = np.bincount(ordered[starts] // width, minlength=m)
+    new_off = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_off[1:])
+    return np.ascontiguousarray(carved, dtype=np.float32), new_off
+
+
+class TokenStore:
+    """Token sets stored contiguously as float16 with int64 offsets, keyed by label.
+
+    Removals tombstone a set; the store compacts itself once dead tokens pass a quarter of it.
+    After ``load`` the tokens are a read-only memory map; the first ``append`` after that copies
+    them into memory (appending in place to a file would break the checksum in its manifest).
+    """
+
+    FILES = ("tokens.npy", "offsets.npy", "labels.npy")
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.tokens: np.ndarray = np.empty((0, dim), dtype=np.float16)
+        self.offsets = np.zeros(1, dtype=np.int64)
+        self.lab = np.empty(0, dtype=np.int64)
+        self.alive = np.empty(0, dtype=bool)
+        self.n = 0  # sets stored (alive or dead)
+        self.n_tokens = 0
+        self.dead_tokens = 0
+        self.rows: dict[int, int] = {}
+        self.version = 0  # bumped on every change
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # ---- lookups -----------------------------------------------------------------------------
+    def contains(self, labels: np.ndarray) -> np.ndarray:
+        get = self.rows.__contains__
+        return np.fromiter(map(get, labels.tolist()), dtype=bool, count=len(labels))
+
+    def row_of(self, labels: np.ndarray) -> np.ndarray:
+        """Rows of labels; -1 for a label that is -1 or absent."""
+        get = self.rows.get
+        flat = np.fromiter(
+            (get(x, -1) for x in labels.reshape(-1).tolist()), dtype=np.int64, count=labels.size
+        )
+        return flat.reshape(labels.shape)
+
+    def live_labels(self) -> np.ndarray:
+        return self.lab[: self.n][self.alive[: self.n]]
+
+    def has_dead(self) -> bool:
+        return len(self.rows) < self.n
+
+    def view(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(tokens (T, d) float16, offsets (n + 1,))`` of all stored rows, dead ones included."""
+        return self.tokens[: self.n_tokens], self.offsets[: self.n + 1]
+
+    def subset(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens and offsets of the given rows, packed in that order."""
+        starts = self.offsets[rows]
+        lens = self.offsets[rows + 1] - starts
+        offsets = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        return self.tokens[ragged_arange(starts, lens)], offsets
+
+    # ---- mutation ----------------------------------------------------------------------------
+    def append(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+        n_new, t_new = labels.shape[0], tokens.shape[0]
+        need_t, need_n = self.n_tokens + t_new, self.n + n_new
+        if need_t > self.tokens.shape[0] or not self.tokens.flags.writeable:
+            cap = max(need_t, 2 * self.tokens.shape[0], 4096)
+            grown = np.empty((cap, self.dim), dtype=np.float16)
+            grown[: self.n_tokens] = self.tokens[: self.n_tokens]
+            self.tokens = grown
+        if need_n > self.lab.shape[0]:
+            cap = max(need_n, 2 * self.lab.shape[0], 1024)
+            for name, fill in (("lab", -1), ("alive", False)):
+                old = getattr(self, name)
+                new = np.full(cap, fill, dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+            off = np.zeros(cap + 1, dtype=np.int64)
+            off[: self.n + 1] = self.offsets[: self.n + 1]
+            self.offsets = off
+        self.tokens[self.n_tokens : need_t] = tokens
+        self.offsets[self.n + 1 : need_n + 1] = offsets[1:] + self.n_tokens
+        self.lab[self.n : need_n] = labels
+        self.alive[self.n : need_n] = True
+        self.rows.update(zip(labels.tolist(), range(self.n, need_n), strict=True))
+        self.n, self.n_tokens = need_n, need_t
+        self.version += 1
+
+    def remove(self, labels: np.ndarray) -> None:
+        rows = self.row_of(labels)
+        self.alive[rows] = False
+        self.dead_tokens += int((self.offsets[rows + 1] - self.offsets[rows]).sum())
+        for lab in labels.tolist():
+            del self.rows[lab]
+        self.version += 1
+        if self.dead_tokens > 4096 and 4 * self.dead_tokens > self.n_tokens:
+            self.compact()
+
+    def compact(self) -> None:
+        live = np.flatnonzero(self.alive[: self.n])
+        self.tokens, offsets = self.subset(live)
+        self.tokens = np.ascontiguousarray(self.tokens)
+        self._install(self.tokens, offsets, self.lab[live].copy())
+
+    def _install(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+        self.tokens = tokens
+        self.offsets = offsets
+        self.lab = labels
+        self.n = labels.shape[0]
+        self.n_tokens = tokens.shape[0]
+        self.alive = np.ones(self.n, dtype=bool)
+        self.dead_tokens = 0
+        self.rows = dict(zip(labels.tolist(), range(self.n), strict=True))
+        self.version += 1
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, directory: Path) -> list[str]:
+        """Writes the live sets (compacting first); each file goes through a temp name, since
+        the current tokens may be a memory map of the very file being replaced."""
+        if self.has_dead():
+            self.compact()
+        tokens, offsets = self.view()
+        arrays = {"tokens.npy": tokens, "offsets.npy": offsets, "labels.npy": self.lab[: self.n]}
+        for name, arr in arrays.items():
+            save_npy_replace(directory / name, arr)
+        return list(self.FILES)
+
+    def load(self, directory: Path) -> None:
+        """Loads and checks the three files; the tokens stay memory-mapped."""
+        tpath, opath, lpath = (directory / name for name in self.FILES)
+        tokens = storage.load_npy(tpath, np.float16, 2, mmap=True)
+        offsets = np.array(storage.load_npy(opath, np.int64, 1))
+        labels = np.array(storage.load_npy(lpath, np.int64, 1))
+        if tokens.shape[1] != self.dim:
+            raise storage.CorruptFileError(
+                tpath, f"tokens have dimension {tokens.shape[1]}, manifest says {self.dim}"
+            )
+        if offsets.shape[0] != labels.shape[0] + 1:
+            raise storage.CorruptFileError(
+                lpath, f"{labels.shape[0]} labels, but offsets.npy has {offsets.shape[0]} entries"
+            )
+        if offsets[0] != 0 or offsets[-1] != tokens.shape[0] or (np.diff(offsets) <= 0).any():
+            raise storage.CorruptFileError(
+                opath, f"offsets must rise strictly from 0 to {tokens.shape[0]} (the token count)"
+            )
+        try:
+            check_labels(labels, labels.shape[0])
+        except (TypeError, ValueError) as e:
+            raise storage.CorruptFileError(lpath, str(e)) from None
+        for a in range(0, tokens.shape[0], _CHECK_ROWS):
+            if not np.isfinite(tokens[a : a + _CHECK_ROWS]).all():
+                raise storage.CorruptFileError(tpath, "contains NaN or inf")
+        self._install(tokens, offsets, labels)
+
+
+def save_npy_replace(path: Path, array: np.ndarray) -> None:
+    """``storage.save_npy`` to a temp name, then an atomic rename onto ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    storage.save_npy(tmp, array)
+    os.replace(tmp, path)
