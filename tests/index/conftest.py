@@ -1,0 +1,101 @@
+"""Shared fixtures for the index tests: seeded synthetic data and a numpy brute-force oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import index
+
+
+def clustered(
+    n: int,
+    dim: int,
+    *,
+    seed: int,
+    n_queries: int = 0,
+    n_centres: int = 100,
+    latent: int = 10,
+    noise: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered data "not completely random but still challenging" (after FAISS
+    ``SyntheticDataset``): ``n_centres`` gaussian centres; around each, points on its own
+    ``latent``-dimensional random subspace (FAISS uses a 10-d latent too) plus isotropic noise.
+    Centres are N(0, I) and the within-cluster spread is about 1 per coordinate, so clusters
+    overlap. Queries come from the same distribution but are held out of the base.
+
+    Returns:
+        ``(base (n, dim), queries (n_queries, dim))``, float32.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_centres, dim))
+    maps = rng.normal(size=(n_centres, latent, dim)) / np.sqrt(latent)
+
+    def draw(m: int) -> np.ndarray:
+        c = rng.integers(0, n_centres, m)
+        z = rng.normal(size=(m, 1, latent))
+        x = centres[c] + (z @ maps[c])[:, 0] + noise * rng.normal(size=(m, dim))
+        return x.astype(np.float32)
+
+    return draw(n), draw(n_queries)
+
+
+def brute_force(
+    base: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The numpy oracle (float64, one big matmul): ``(scores (m, k), labels (m, k))``, padded."""
+    b = np.asarray(base, dtype=np.float64)
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+    if metric == "cosine":
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
+    s = q @ b.T
+    if metric == "l2":
+        s = 2 * s - (q * q).sum(1)[:, None] - (b * b).sum(1)[None, :]
+    out_s = np.full((q.shape[0], k), -np.inf)
+    out_l = np.full((q.shape[0], k), -1, dtype=np.int64)
+    kk = min(k, b.shape[0])
+    if kk:
+        order = np.argsort(-s, axis=1, kind="stable")[:, :kk]
+        out_s[:, :kk] = np.take_along_axis(s, order, axis=1)
+        out_l[:, :kk] = np.asarray(labels, dtype=np.int64)[order]
+    return out_s, out_l
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row's true labels (ignoring -1 padding) that ``found`` contains."""
+    hits = total = 0
+    for f, t in zip(found, truth, strict=True):
+        t = t[t >= 0]
+        hits += np.isin(t, f).sum()
+        total += t.size
+    return hits / total if total else 1.0
+
+
+@pytest.fixture(scope="session")
+def make_clustered() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    return clustered
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    return brute_force
+
+
+@pytest.fixture(scope="session")
+def recall_of() -> Callable[[np.ndarray, np.ndarray], float]:
+    return recall
+
+
+@pytest.fixture
+def build() -> Callable[..., index.Index]:
+    """``build(spec, vectors, labels, metric=...)``: an index of ``spec`` holding the vectors."""
+
+    def make(spec: str, vectors: np.ndarray, labels: np.ndarray, metric: str = "l2") -> index.Index:
+        idx = index.from_spec(spec, dim=vectors.shape[1], metric=metric)
+        idx.add(vectors, labels)
+        return idx
+
+    return make
