@@ -94,10 +94,13 @@ def make_miner(
     margin: float = 0.95,
     seed: int = 0,
     batch_size: int = 256,
+    first_doc_vectors: np.ndarray | None = None,
 ) -> Miner:
     """A miner: for each example, a hard negative among the top ``depth`` documents that are not
     its positive, skipping candidates that score above ``margin`` x the positive's score (likely
-    unlabelled positives). Multi-vector encoders are mined with the default single-vector model."""
+    unlabelled positives). Multi-vector encoders are mined with the default single-vector model.
+    ``first_doc_vectors`` (the corpus already encoded by the untrained encoder) saves the first
+    mining pass its corpus encoding."""
     doc_ids = list(corpus)
     texts = [corpus[d] for d in doc_ids]
     rng = random.Random(seed)
@@ -105,10 +108,15 @@ def make_miner(
     def mine(encoder: Encoder, examples: list[Example]) -> list[Example]:
         enc = encoder if not encoder.multi_vector else SentenceEncoder("default")
         log.info("mining hard negatives over %d documents", len(texts))
+        nonlocal first_doc_vectors
         index = FlatIndex(enc.dim, metric="ip")
-        for start in range(0, len(texts), batch_size * 8):
-            chunk = texts[start : start + batch_size * 8]
-            index.add(enc.encode_documents(chunk), np.arange(start, start + len(chunk)))
+        if first_doc_vectors is not None and first_doc_vectors.shape == (len(texts), enc.dim):
+            index.add(first_doc_vectors, np.arange(len(texts)))
+        else:
+            for start in range(0, len(texts), batch_size * 8):
+                chunk = texts[start : start + batch_size * 8]
+                index.add(enc.encode_documents(chunk), np.arange(start, start + len(chunk)))
+        first_doc_vectors = None
         q = enc.encode_queries([e.query for e in examples])
         p = enc.encode_documents([e.positive for e in examples])
         pos_score = (q * p).sum(1)

@@ -54,6 +54,7 @@ class Index(ABC):
     # exactly instead of through the approximate structure (which would starve on it).
     exact_filter_max: ClassVar[int] = 2048
     exact_filter_fraction: ClassVar[float] = 0.02
+    _manifest_files: frozenset[str] = frozenset()  # set by load() before _load_files
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
@@ -197,6 +198,8 @@ class Index(ABC):
             if cls is not Index and not issubclass(klass, cls):
                 raise ValueError(f"holds a {klass.__name__}, not a {cls.__name__}")
             idx = klass(**config)
+            # Only files the manifest lists (and that were just verified) may shape the load.
+            idx._manifest_files = frozenset(manifest["files"])
             idx._load_files(directory)
         except storage.CorruptFileError:
             raise

@@ -241,7 +241,7 @@ class IVFIndex(Index):
         return list(files)
 
     def _load_files(self, directory: Path) -> None:
-        if (directory / "buffer.npy").exists():
+        if "buffer.npy" in self._manifest_files:
             x = storage.load_npy(directory / "buffer.npy", np.float32, 2)
             lab = storage.load_npy(directory / "labels.npy", np.int64, 1)
             if x.shape != (lab.shape[0], self.dim):

@@ -1,0 +1,242 @@
+"""Encoders on SciFact: harness check, encoding throughput vs raw sentence-transformers, and
+contrastive training evaluated on the test split.
+
+    python -m bench.encoders --data ../shared/data/scifact              # harness + throughput
+    python -m bench.encoders --train --epochs 1 --lr 2e-5               # + training run
+
+Embeddings are cached under bench/.cache (keyed by model, data and settings); results go to
+bench/results/encoders.json (merged: each stage updates its own key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from encoders import SentenceEncoder  # noqa: E402
+from encoders.train import TrainConfig, train  # noqa: E402
+from engine import beir, training  # noqa: E402
+from engine.evaluate import evaluate_run  # noqa: E402
+from index import FlatIndex  # noqa: E402
+
+CACHE = Path(__file__).parent / ".cache" / "encoders"
+RESULTS = Path(__file__).parent / "results" / "encoders.json"
+
+
+def file_digest(*paths: Path) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cached(key: str, compute) -> np.ndarray:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"{key}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    x = compute()
+    np.save(path, x, allow_pickle=False)
+    return x
+
+
+def embedding_key(enc: SentenceEncoder, data: Path) -> str:
+    """Cache key: model, corpus contents and sequence length."""
+    digest = file_digest(data / "corpus.jsonl")
+    return f"{Path(enc.name).name}-{digest}-{enc.model.max_seq_length}"
+
+
+def load(data: Path):
+    corpus = beir.read_jsonl(data / "corpus.jsonl")
+    queries = {q["_id"]: q["text"] for q in beir.read_jsonl(data / "queries.jsonl")}
+    qrels = beir.read_qrels(data / "qrels" / "test.tsv")
+    qids = [q for q in qrels if q in queries]
+    return corpus, queries, qrels, qids
+
+
+def exact_metrics(doc_vecs, q_vecs, doc_ids, qids, qrels) -> dict[str, float]:
+    idx = FlatIndex(doc_vecs.shape[1], metric="ip")
+    idx.add(doc_vecs, np.arange(len(doc_ids)))
+    _, labels = idx.search(q_vecs, 100)
+    run = {q: [doc_ids[i] for i in row if i >= 0] for q, row in zip(qids, labels, strict=True)}
+    return evaluate_run(run, qrels)
+
+
+def harness(args, enc: SentenceEncoder, corpus, queries, qrels, qids) -> dict[str, Any]:
+    texts = [beir.document_text(d) for d in corpus]
+    key = embedding_key(enc, args.data)
+    t0 = time.perf_counter()
+    docs = cached(f"docs-{key}", lambda: enc.encode_documents(texts))
+    t_docs = time.perf_counter() - t0
+    q = enc.encode_queries([queries[i] for i in qids])
+    m = exact_metrics(docs, q, [d["_id"] for d in corpus], qids, qrels)
+    return {
+        "encoder": enc.name,
+        **m,
+        "corpus_encode_s_or_cache": t_docs,
+        "published_ndcg@10": 0.645,
+    }
+
+
+def throughput(args, enc: SentenceEncoder, corpus) -> dict[str, Any]:
+    texts = [beir.document_text(d) for d in corpus[: args.throughput_docs]]
+    raw = enc.model
+    ours, theirs = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        raw.encode(
+            texts,
+            batch_size=enc.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        theirs.append(len(texts) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        enc.encode_documents(texts)
+        ours.append(len(texts) / (time.perf_counter() - t0))
+    out = {
+        "docs": len(texts),
+        "vecdex_docs_per_s": statistics.median(ours),
+        "raw_sentence_transformers_docs_per_s": statistics.median(theirs),
+    }
+    out["ratio"] = out["vecdex_docs_per_s"] / out["raw_sentence_transformers_docs_per_s"]
+    out["target"] = ">= 0.95"
+    out["pass"] = out["ratio"] >= 0.95
+    if args.token:
+        from encoders import TokenEncoder
+
+        tok = TokenEncoder("default")
+        t0 = time.perf_counter()
+        tok.encode_documents(texts)
+        out["token_encoder_docs_per_s"] = len(texts) / (time.perf_counter() - t0)
+    return out
+
+
+def train_run(args, corpus, queries, qrels, qids) -> dict[str, Any]:
+    examples, corpus_map = training.beir_examples(args.data, "train")
+    base = SentenceEncoder("default")
+    key = embedding_key(base, args.data)
+    first = cached(f"docs-{key}", lambda: base.encode_documents(list(corpus_map.values())))
+    recipe = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "temperature": args.temperature,
+        "hard_negatives": not args.no_hard_negatives,
+        "refresh_negatives": args.refresh,
+        "mine_depth": args.mine_depth,
+        "mine_margin": args.mine_margin,
+        "unsupervised": args.unsupervised,
+        "seed": args.seed,
+    }
+    if args.unsupervised:
+        examples = examples + training.corpus_examples(corpus, seed=args.seed)
+    miner = None
+    if not args.no_hard_negatives:
+        miner = training.make_miner(
+            corpus_map,
+            depth=args.mine_depth,
+            margin=args.mine_margin,
+            seed=args.seed,
+            first_doc_vectors=first,
+        )
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        temperature=args.temperature,
+        seed=args.seed,
+        refresh_negatives=args.refresh,
+    )
+    t0 = time.perf_counter()
+    last = [time.perf_counter()]
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % 10 == 0 or step == total:
+            now = time.perf_counter()
+            print(f"step {step}/{total} loss {loss:.4f} ({now - last[0]:.0f}s)", flush=True)
+            last[0] = now
+
+    losses = train(base, examples, cfg, miner=miner, progress=progress)
+    t_train = time.perf_counter() - t0
+    out_dir = (
+        CACHE
+        / "models"
+        / hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    )
+    base.save(out_dir)
+    docs = base.encode_documents([beir.document_text(d) for d in corpus])
+    q = base.encode_queries([queries[i] for i in qids])
+    m = exact_metrics(docs, q, [d["_id"] for d in corpus], qids, qrels)
+    return {
+        "recipe": recipe,
+        "examples": len(examples),
+        "train_s": t_train,
+        "model": str(out_dir),
+        "loss_first": float(np.mean(losses[:10])),
+        "loss_last": float(np.mean(losses[-10:])),
+        **m,
+        "target_ndcg@10": 0.69,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data", type=Path, default=Path(__file__).parents[2] / "shared" / "data" / "scifact"
+    )
+    g = p.add_argument_group("stages")
+    g.add_argument("--skip-harness", action="store_true")
+    g.add_argument("--skip-throughput", action="store_true")
+    g.add_argument("--train", action="store_true", help="fine-tune on the train split")
+    g.add_argument("--token", action="store_true", help="token encoder docs/s too")
+    t = p.add_argument_group("throughput")
+    t.add_argument("--throughput-docs", type=int, default=512)
+    t.add_argument("--repeats", type=int, default=3)
+    tr = p.add_argument_group("training")
+    tr.add_argument("--epochs", type=int, default=1)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=2e-5)
+    tr.add_argument("--temperature", type=float, default=0.05)
+    tr.add_argument("--no-hard-negatives", action="store_true")
+    tr.add_argument("--refresh", action="store_true")
+    tr.add_argument("--mine-depth", type=int, default=30)
+    tr.add_argument("--mine-margin", type=float, default=0.95)
+    tr.add_argument("--unsupervised", action="store_true")
+    tr.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["machine"] = {"cores": os.cpu_count(), "gpu": None, "python": platform.python_version()}
+    corpus, queries, qrels, qids = load(args.data)
+    enc = SentenceEncoder("default")
+    if not args.skip_harness:
+        results["harness"] = harness(args, enc, corpus, queries, qrels, qids)
+        print(json.dumps(results["harness"], indent=2), flush=True)
+    if not args.skip_throughput:
+        results["throughput"] = throughput(args, enc, corpus)
+        print(json.dumps(results["throughput"], indent=2), flush=True)
+    if args.train:
+        run = train_run(args, corpus, queries, qrels, qids)
+        results.setdefault("training_runs", []).append(run)
+        print(json.dumps(run, indent=2), flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
