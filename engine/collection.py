@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,19 @@ from index import storage
 from index.labelmap import RowStore
 from index.validate import check_k, check_vectors
 
-from . import encoding
+from . import encoding, locking, wal
+from .errors import CollectionExistsError, ReadOnlyError
 from .payloads import PayloadStore, check_payloads
+from .replay import Replayer
 from .results import Hit, Record, SearchResult
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the write-ahead log (``wal/``, ``wal_seq``); 1 still opens
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
+WAL_DIR = "wal"
+CHECKPOINT_BYTES = 64 << 20
 
 
 def check_ids(ids: Any) -> list[str]:
@@ -54,9 +60,16 @@ def check_ids(ids: Any) -> list[str]:
 class Collection:
     """Vectors with string ids and JSON-like payloads, searchable through one index.
 
-    Obtain one from ``Engine.create_collection`` / ``Engine.open_collection``. Writes apply in
-    memory at once and reach disk atomically at ``flush()`` (also called by ``close()`` and by
-    ``Engine.close()``): a crash loses what was not flushed, never what was.
+    Obtain one from ``Engine.create_collection`` / ``Engine.open_collection``. Every upsert and
+    delete goes to the write-ahead log before it applies, and returns once the log is on disk
+    (``durability="fsync"``, the default; group commit shares one fsync between concurrent
+    writers) or in the OS (``durability="none"``). A checkpoint (``flush()``; automatic once the
+    log passes ``checkpoint_bytes`` or ``checkpoint_seconds``, and at ``close()``) writes new files
+    atomically and then empties the log; opening replays the log after the last checkpoint.
+
+    Threads: one write at a time, any number of concurrent searches; a search sees a write
+    entirely or not at all. One process at a time may open a collection for writing (a lock
+    file); others may open it with ``read_only=True``.
 
     Example:
         >>> col = eng.create_collection("docs", dim=3, index="flat")
@@ -80,7 +93,19 @@ class Collection:
         self._next_label = 0
         self._generation = 0
         self._dirty = False
-        self._lock = threading.RLock()
+        # Exclusive for writes, shared for reads, "quiesce" (no writers) for checkpoints.
+        self._lock = locking.RWLock()
+        self._wal: wal.WalWriter | None = None
+        self._claim: locking.Claim | None = None
+        self._wal_seq = 0  # the last log record the checkpoint on disk holds
+        self._checkpoint_at = time.monotonic()
+        self._closed_because: str | None = None  # set: writes raise ReadOnlyError with it
+        self.read_only = False
+        self.closed = False
+        self._files_in_use: set[str] = set()
+        self._durability = "fsync"
+        self.checkpoint_bytes = CHECKPOINT_BYTES
+        self.checkpoint_seconds: float | None = None
 
     # ---- description -------------------------------------------------------------------------
     @property
@@ -171,37 +196,61 @@ class Collection:
         if x.shape[0] != len(keys):
             raise ValueError(f"got {x.shape[0]} vectors for {len(keys)} ids")
         rows = check_payloads(payloads, len(keys))
+        self._check_writable()
+        body = wal.encode_upsert(keys, x, rows)
         with self._lock:
+            self._check_writable()
             if not replace:
                 for k in keys:
                     if k in self._label_of:
                         raise ValueError(f"id {k!r} already exists (use upsert to replace it)")
             schema = self._payloads.check_types(rows)
-            old = [self._label_of[k] for k in keys if k in self._label_of]
-            if old:
-                self._drop_labels(np.asarray(old, dtype=np.int64))
-            labels = np.arange(self._next_label, self._next_label + len(keys), dtype=np.int64)
-            self._index.add(x, labels)
-            self._next_label += len(keys)
-            self._vectors.append(x, labels)
-            self._payloads.put(labels, rows, schema)
-            self._label_of.update(zip(keys, labels.tolist(), strict=True))
-            if self._id_of.shape[0] < self._next_label:
-                grown = np.empty(max(self._next_label, 2 * self._id_of.shape[0]), dtype=object)
-                grown[: self._id_of.shape[0]] = self._id_of
-                self._id_of = grown
-            self._id_of[labels] = keys
-            self._dirty = True
+            # Everything that can reject the call has run: a logged record always replays.
+            seq = self._log(wal.UPSERT, body)
+            with self._failing_write():
+                self._apply_upsert(keys, x, rows, schema)
+        self._commit(seq)
+
+    def _apply_upsert(
+        self, keys: list[str], x: np.ndarray, rows: list[dict[str, Any]], schema: pa.Schema
+    ) -> None:
+        """Applies a validated upsert to memory (caller holds the write lock)."""
+        old = [self._label_of[k] for k in keys if k in self._label_of]
+        if old:
+            self._drop_labels(np.asarray(old, dtype=np.int64))
+        labels = np.arange(self._next_label, self._next_label + len(keys), dtype=np.int64)
+        self._index.add(x, labels)
+        self._next_label += len(keys)
+        self._vectors.append(x, labels)
+        self._payloads.put(labels, rows, schema)
+        self._label_of.update(zip(keys, labels.tolist(), strict=True))
+        if self._id_of.shape[0] < self._next_label:
+            grown = np.empty(max(self._next_label, 2 * self._id_of.shape[0]), dtype=object)
+            grown[: self._id_of.shape[0]] = self._id_of
+            self._id_of = grown
+        self._id_of[labels] = keys
+        self._dirty = True
 
     def delete(self, ids: Any) -> int:
         """Deletes the given ids; absent ones are ignored. Returns how many were deleted."""
         keys = check_ids(ids)
+        self._check_writable()
         with self._lock:
-            labels = [self._label_of.pop(k) for k in keys if k in self._label_of]
-            if labels:
-                self._drop_labels(np.asarray(labels, dtype=np.int64))
-                self._dirty = True
-            return len(labels)
+            self._check_writable()
+            present = [k for k in keys if k in self._label_of]
+            if not present:
+                return 0
+            seq = self._log(wal.DELETE, wal.encode_delete(present))
+            with self._failing_write():
+                self._apply_delete(present)
+        self._commit(seq)
+        return len(present)
+
+    def _apply_delete(self, keys: list[str]) -> None:
+        labels = [self._label_of.pop(k) for k in keys if k in self._label_of]
+        if labels:
+            self._drop_labels(np.asarray(labels, dtype=np.int64))
+            self._dirty = True
 
     def _drop_labels(self, labels: np.ndarray) -> None:
         for lab in labels.tolist():
@@ -213,11 +262,72 @@ class Collection:
         self._vectors.remove(labels)
         self._payloads.remove(labels)
 
+    # ---- the log -----------------------------------------------------------------------------
+    @property
+    def durability(self) -> str:
+        """``"fsync"``: writes return once the log is on disk; ``"none"``: once it reaches the OS
+        (a killed process loses nothing, a power cut may). Settable, e.g. ``"none"`` for a bulk
+        load and back to ``"fsync"``, which first makes everything logged so far durable."""
+        return self._durability
+
+    @durability.setter
+    def durability(self, value: str) -> None:
+        value = wal.check_durability(value)
+        with self._lock:
+            if self._wal is not None:
+                self._wal.set_sync(value == "fsync")
+            self._durability = value
+
+    @property
+    def writable(self) -> bool:
+        """Whether writes are accepted (False when read-only, closed or superseded)."""
+        return self._closed_because is None
+
+    def _check_writable(self) -> None:
+        if self._closed_because is not None:
+            raise ReadOnlyError(self.name, self._closed_because)
+
+    def _log(self, kind: int, body: bytes) -> int:
+        if self._wal is None:
+            raise ReadOnlyError(self.name, "it is not open for writing")
+        return self._wal.append(kind, body)
+
+    @contextlib.contextmanager
+    def _failing_write(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException as e:
+            # The record is in the log but memory holds part of it: take no more writes, so no
+            # checkpoint persists the half; reopening replays the log.
+            self._closed_because = f"a write failed half-way ({e!r}); reopen the collection"
+            log.error("collection %r: %s", self.name, self._closed_because)
+            raise
+
+    def _commit(self, seq: int) -> None:
+        """Returns once record ``seq`` is durable (group commit); checkpoints if one is due."""
+        w = self._wal
+        if w is None:
+            return  # superseded or closed meanwhile: closing the log made the record durable
+        w.wait(seq)
+        if self._checkpoint_due(w):
+            with self._lock.quiesce():
+                if self._wal is w and self._checkpoint_due(w):
+                    self.flush()
+
+    def _checkpoint_due(self, w: wal.WalWriter) -> bool:
+        if w.bytes >= self.checkpoint_bytes:
+            return True
+        return (
+            self.checkpoint_seconds is not None
+            and w.bytes > 0
+            and time.monotonic() - self._checkpoint_at >= self.checkpoint_seconds
+        )
+
     # ---- reads -------------------------------------------------------------------------------
     def get(self, ids: Any) -> list[Record | None]:
         """Stored items for ``ids``, aligned with them; None where an id is absent."""
         keys = check_ids(ids)
-        with self._lock:
+        with self._lock.read():
             out: list[Record | None] = []
             for k in keys:
                 lab = self._label_of.get(k)
@@ -257,7 +367,7 @@ class Collection:
                 f"search takes one vector of shape ({self.dim},), got {q.shape}; use search_batch"
             )
         k = check_k(k)
-        with self._lock:
+        with self._lock.read():
             allowed = self._allowed(where)
             scores, labels = self._index.search(q, k, allowed=allowed, **params)
             id_of, payload = self._id_of, self._payloads.by_label.get
@@ -274,7 +384,7 @@ class Collection:
         ``.ids`` and ``.scores`` (m, k)."""
         q = check_vectors(self._query_vectors(vectors, batch=True), self.dim, "queries")
         k = check_k(k)
-        with self._lock:
+        with self._lock.read():
             allowed = self._allowed(where)
             scores, labels = self._index.search(q, k, allowed=allowed, **params)
             ids = np.full(labels.shape, None, dtype=object)
@@ -286,8 +396,16 @@ class Collection:
 
     # ---- persistence -------------------------------------------------------------------------
     def flush(self) -> None:
-        """Writes a checkpoint: new files under a new generation, then the manifest, atomically."""
-        with self._lock:
+        """Writes a checkpoint, then empties the log.
+
+        New files under a new generation (temp name, fsync, rename, fsync the directory), the
+        manifest switched last (it records the last log record the checkpoint holds), then the
+        log rotated. Writers wait meanwhile; searches go on except while the index saves. A no-op
+        when nothing changed, and for a collection that takes no writes.
+        """
+        with self._lock.quiesce():
+            if self._closed_because is not None:
+                return
             if not self._dirty and (self.path / MANIFEST).exists():
                 return
             gen = self._generation + 1
@@ -296,7 +414,7 @@ class Collection:
                 f"rows.{gen}.parquet",
                 f"index.{gen}",
             )
-            x, labels = self._vectors.live()
+            x, labels = self._live_rows()
             storage.save_npy(self.path / vec_name, x)
             table = self._rows_table(labels)
             pq.write_table(table, self.path / rows_name)
@@ -304,8 +422,10 @@ class Collection:
             index_dir = self.path / index_name
             if index_dir.exists():
                 shutil.rmtree(index_dir)
-            self._index.save(index_dir)
+            with self._lock:  # exclusive: an index may compact itself while it saves
+                self._index.save(index_dir)
             storage.fsync_dir(index_dir)
+            seq = self._wal.last_seq if self._wal is not None else self._wal_seq
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "name": self.name,
@@ -316,11 +436,24 @@ class Collection:
                 "index_dir": index_name,
                 "files": {n: storage.file_entry(self.path / n) for n in (vec_name, rows_name)},
                 "versions": ix.base.library_versions(),
+                "wal_seq": seq,
             }
             storage.write_manifest(self.path, MANIFEST, manifest)
             self._generation = gen
             self._dirty = False
-            self._remove_stale(keep={vec_name, rows_name, index_name, MANIFEST})
+            self._wal_seq = seq
+            self._checkpoint_at = time.monotonic()
+            if self._wal is not None:
+                self._wal.checkpointed(seq)
+            self._remove_stale(keep={vec_name, rows_name, index_name, MANIFEST, WAL_DIR})
+
+    def _live_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, labels) of live rows, without compacting: searches may be reading them."""
+        v = self._vectors
+        if v.has_dead():
+            keep = v.alive[: v.n]
+            return v.x[: v.n][keep], v.lab[: v.n][keep]
+        return v.x[: v.n], v.lab[: v.n]
 
     def _rows_table(self, labels: np.ndarray) -> pa.Table:
         ids = self._id_of[labels].tolist() if labels.size else []
@@ -344,18 +477,147 @@ class Collection:
                 entry.unlink(missing_ok=True)
 
     @classmethod
-    def create(cls, path: Path, name: str, config: dict[str, Any]) -> Collection:
-        col = cls(path, name, config)
-        col._dirty = True
-        col.flush()
+    def create(
+        cls,
+        path: Path,
+        name: str,
+        config: dict[str, Any],
+        *,
+        durability: str = "fsync",
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        checkpoint_seconds: float | None = None,
+    ) -> Collection:
+        """Creates a collection in the directory ``path`` and opens it for writing.
+
+        Raises:
+            CollectionExistsError: ``path`` holds a collection already.
+            CollectionLockedError: another process is creating or writing it.
+        """
+        durability = wal.check_durability(durability)
+        with locking.claimed(path, name) as claim:
+            if (path / MANIFEST).exists():
+                raise CollectionExistsError(name)
+            shutil.rmtree(path / WAL_DIR, ignore_errors=True)  # no manifest: nothing it holds
+            col = cls(path, name, config)
+            col._set_checkpoints(checkpoint_bytes, checkpoint_seconds)
+            col._dirty = True
+            col.flush()
+            col._start_writing(claim, wal.LogState(next_seq=1), durability)
         return col
 
     @classmethod
-    def open(cls, path: Path, name: str) -> Collection:
-        """Opens a collection directory, verifying every file against the manifest first."""
+    def open(
+        cls,
+        path: Path,
+        name: str,
+        *,
+        read_only: bool = False,
+        durability: str = "fsync",
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        checkpoint_seconds: float | None = None,
+    ) -> Collection:
+        """Opens a collection directory: verifies every file, then replays the log.
+
+        Args:
+            path: the collection's directory.
+            name: its name.
+            read_only: take no lock and write nothing; sees the last checkpoint plus the log.
+            durability: ``"fsync"`` (acknowledge writes once the log is on disk) or ``"none"``
+                (once it reaches the OS: survives a killed process, not a power cut).
+            checkpoint_bytes: checkpoint once the log grows past this many bytes.
+            checkpoint_seconds: also checkpoint at the first write this long after the last one.
+
+        Raises:
+            CorruptFileError: a file fails its checksum, or the log is corrupted before its end;
+                the message names the file (and the offset in a log segment).
+            CollectionLockedError: another process has it open for writing (unless read-only).
+        """
+        durability = wal.check_durability(durability)
+        if read_only:
+            return cls._open_read_only(path, name)
+        with locking.claimed(path, name) as claim:
+            prev = claim.owner()
+            if prev is not None:
+                prev._supersede(
+                    "the collection was opened again for writing in this process; "
+                    "use the newer Collection object"
+                )
+            col, state = cls._load(path, name)
+            col._set_checkpoints(checkpoint_bytes, checkpoint_seconds)
+            col._start_writing(claim, state, durability)
+            col._remove_stale(keep=col._files_in_use)
+        return col
+
+    @classmethod
+    def _open_read_only(cls, path: Path, name: str) -> Collection:
+        def manifest_bytes() -> bytes | None:
+            try:
+                return (path / MANIFEST).read_bytes()
+            except OSError:
+                return None
+
+        for attempt in range(20):
+            before = manifest_bytes()
+            try:
+                col, _ = cls._load(path, name)
+                break
+            except (storage.CorruptFileError, FileNotFoundError):
+                # A writer's checkpoint replaced files or log segments under us: try again.
+                if attempt == 19 or manifest_bytes() == before:
+                    raise
+        col.read_only = True
+        col._closed_because = "it was opened with read_only=True"
+        return col
+
+    def refresh(self) -> None:
+        """Re-reads a read-only collection from disk: the newest checkpoint plus the log."""
+        if not self.read_only:
+            raise ValueError("refresh() is for read-only collections; a writable one is current")
+        fresh = self._open_read_only(self.path, self.name)
+        with self._lock:
+            for attr in (
+                "_index",
+                "_vectors",
+                "_payloads",
+                "_label_of",
+                "_id_of",
+                "_next_label",
+                "_generation",
+                "_wal_seq",
+            ):
+                setattr(self, attr, getattr(fresh, attr))
+
+    def _set_checkpoints(self, checkpoint_bytes: int, checkpoint_seconds: float | None) -> None:
+        if isinstance(checkpoint_bytes, bool) or not isinstance(checkpoint_bytes, int):
+            raise TypeError(f"checkpoint_bytes must be an int, got {checkpoint_bytes!r}")
+        if checkpoint_bytes <= 0:
+            raise ValueError(f"checkpoint_bytes must be positive, got {checkpoint_bytes}")
+        if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+            raise ValueError(f"checkpoint_seconds must be positive, got {checkpoint_seconds}")
+        self.checkpoint_bytes = checkpoint_bytes
+        self.checkpoint_seconds = checkpoint_seconds
+
+    def _start_writing(self, claim: locking.Claim, state: wal.LogState, durability: str) -> None:
+        self._wal = wal.WalWriter(self.path / WAL_DIR, state, sync=durability == "fsync")
+        self._durability = durability
+        self._claim = claim
+        claim.give_to(self)
+
+    def _supersede(self, reason: str) -> None:
+        """Stops taking writes (another object owns the collection now); reads keep working."""
+        with self._lock:
+            self._closed_because = reason
+            w, self._wal = self._wal, None
+            self._claim = None
+        if w is not None:
+            w.close()
+
+    @classmethod
+    def _load(cls, path: Path, name: str) -> tuple[Collection, wal.LogState]:
+        """The last checkpoint, verified, with the log after it replayed (nothing written)."""
         mpath = path / MANIFEST
         manifest = storage.read_manifest(mpath)
-        if manifest.get("format_version") != FORMAT_VERSION:
+        if manifest.get("format_version") not in READABLE_FORMATS:
             raise storage.CorruptFileError(
                 mpath, f"unsupported format_version {manifest.get('format_version')!r}"
             )
@@ -364,6 +626,7 @@ class Collection:
             count = int(manifest["count"])
             next_label = int(manifest["next_label"])
             gen = int(manifest["generation"])
+            wal_seq = int(manifest.get("wal_seq", 0))
             index_dir = path / str(manifest["index_dir"])
             files = manifest["files"]
             vec_name = f"vectors.{gen}.npy"
@@ -414,11 +677,41 @@ class Collection:
         col._id_of[labels] = ids
         col._next_label = next_label
         col._generation = gen
-        col._remove_stale(keep={vec_name, rows_name, index_dir.name, MANIFEST})
-        return col
+        col._wal_seq = wal_seq
+        col._files_in_use = {vec_name, rows_name, index_dir.name, MANIFEST, WAL_DIR}
+        replayer = Replayer(col)
+        state = wal.replay(path / WAL_DIR, wal_seq, col.dim, replayer.add)
+        replayer.flush()
+        if state.records:
+            col._dirty = True
+            log.info(
+                "collection %r: replayed %d log records (%d vectors)",
+                name,
+                state.records,
+                state.vectors,
+            )
+        return col, state
 
     def close(self) -> None:
-        self.flush()
+        """Checkpoints, closes the log and releases the lock file (reads keep working).
+
+        Writes raise ``ReadOnlyError`` afterwards; ``Engine.open_collection`` opens it anew.
+        """
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                if self._closed_because is None:
+                    self._closed_because = "it was closed"
+                self.closed = True
+                w, self._wal = self._wal, None
+                claim, self._claim = self._claim, None
+            try:
+                if w is not None:
+                    w.close()
+            finally:
+                if claim is not None:
+                    claim.release(self)
 
     def describe(self) -> dict[str, Any]:
         """Name, config, count and bytes on disk, as ``vecdex info`` prints it."""

@@ -12,9 +12,9 @@ from typing import Any
 import index as ix
 from encoders import Encoder
 
-from . import encoding
-from .collection import MANIFEST, Collection, remove_tree
-from .errors import CollectionExistsError, CollectionNotFoundError
+from . import encoding, locking, wal
+from .collection import CHECKPOINT_BYTES, MANIFEST, Collection, remove_tree
+from .errors import CollectionExistsError, CollectionNotFoundError, ReadOnlyError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -34,6 +34,14 @@ def check_name(name: Any) -> str:
 class Engine:
     """A directory of collections, used in-process.
 
+    Args:
+        path: the data directory (created unless ``read_only``).
+        read_only: open every collection read-only: no lock files, no log writes, no
+            checkpoints; each collection shows its last checkpoint plus its log as of opening
+            (``Collection.refresh()`` catches up). Writes raise ``ReadOnlyError``.
+        checkpoint_bytes: collections checkpoint once their log passes this size (64 MiB).
+        checkpoint_seconds: and at the first write this long after their last checkpoint.
+
     Example:
         >>> eng = Engine("./vecdex-data")
         >>> col = eng.create_collection("docs", dim=384, index="hnsw")
@@ -41,12 +49,28 @@ class Engine:
         ['docs']
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        checkpoint_seconds: float | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.read_only = bool(read_only)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"{self.path} exists and is not a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.read_only and not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path}: no such data directory")
+        if not self.read_only:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._settings: dict[str, Any] = {
+            "checkpoint_bytes": checkpoint_bytes,
+            "checkpoint_seconds": checkpoint_seconds,
+        }
         self._open: dict[str, Collection] = {}
+        self._open_ro: dict[str, Collection] = {}  # read-only snapshots
         self._lock = threading.RLock()
         _open_engines.add(self)
 
@@ -71,6 +95,7 @@ class Engine:
         metric: str = "cosine",
         index: str = "hnsw",
         exist_ok: bool = False,
+        durability: str = "fsync",
     ) -> Collection:
         """Creates an empty collection.
 
@@ -82,16 +107,22 @@ class Engine:
             metric: ``cosine`` (default), ``ip`` or ``l2``.
             index: an index spec, e.g. ``flat``, ``hnsw:M=32,ef=128``, ``ivf:nlist=1024,pq=32``.
             exist_ok: return the existing collection instead of raising.
+            durability: ``"fsync"`` (default): writes return once the log is on disk.
+                ``"none"``: once it reaches the OS (survives a killed process, not a power cut;
+                for bulk loads). Per open, not stored: see ``Collection.durability``.
 
         Raises:
             CollectionExistsError: the name is taken (unless ``exist_ok``).
             ValueError: invalid name, dim, metric or index spec.
         """
         path = self._dir(name)
+        durability = wal.check_durability(durability)
+        if self.read_only:
+            raise ReadOnlyError(name, "the engine was opened with read_only=True")
         with self._lock:
             if (path / MANIFEST).exists():
                 if exist_ok:
-                    return self.open_collection(name)
+                    return self.open_collection(name, durability=durability)
                 raise CollectionExistsError(name)
             config: dict[str, Any] = {}
             if encoder is not None:
@@ -108,29 +139,53 @@ class Engine:
             spec = ix.from_spec(index, dim, metric).spec
             config.update(dim=int(dim), metric=ix.Metric.parse(metric).value, index=spec)
             path.mkdir(exist_ok=True)
-            col = Collection.create(path, name, config)
+            col = Collection.create(path, name, config, durability=durability, **self._settings)
             self._open[name] = col
             return col
 
     def get_or_create_collection(self, name: str, **kwargs: Any) -> Collection:
         return self.create_collection(name, exist_ok=True, **kwargs)
 
-    def open_collection(self, name: str) -> Collection:
+    def open_collection(
+        self, name: str, *, read_only: bool | None = None, durability: str | None = None
+    ) -> Collection:
         """Opens an existing collection (cached: the same object for the same name).
+
+        Opening verifies every file against the manifest and replays the log after the last
+        checkpoint. One process at a time may open a collection for writing; opening it again
+        for writing in the same process (another ``Engine`` on the same directory) hands the
+        writing over to the new object, and the old one becomes read-only.
+
+        Args:
+            name: the collection.
+            read_only: no lock file, no log writes; sees the last checkpoint plus the log as of
+                now. Defaults to the engine's ``read_only``.
+            durability: ``"fsync"`` or ``"none"`` (see ``create_collection``); None keeps a
+                cached collection's setting, and means ``"fsync"`` for a new open.
 
         Raises:
             CollectionNotFoundError: no such collection.
-            index.CorruptFileError: a file fails its checksum or is malformed (names the file).
+            CollectionLockedError: another process has it open for writing.
+            index.CorruptFileError: a file fails its checksum or is malformed, or the log is
+                corrupted before its end (names the file, and the offset in the log).
         """
         path = self._dir(name)
+        ro = self.read_only if read_only is None else bool(read_only)
+        if self.read_only and not ro:
+            raise ReadOnlyError(name, "the engine was opened with read_only=True")
         with self._lock:
-            col = self._open.get(name)
-            if col is not None:
+            cache = self._open_ro if ro else self._open
+            col = cache.get(name)
+            if col is not None and not col.closed and (ro or col.writable):
+                if durability is not None and not ro:
+                    col.durability = durability
                 return col
             if not (path / MANIFEST).exists():
                 raise CollectionNotFoundError(name)
-            col = Collection.open(path, name)
-            self._open[name] = col
+            col = Collection.open(
+                path, name, read_only=ro, durability=durability or "fsync", **self._settings
+            )
+            cache[name] = col
             return col
 
     def list_collections(self) -> list[str]:
@@ -141,24 +196,49 @@ class Engine:
         )
 
     def drop_collection(self, name: str) -> None:
-        """Deletes a collection and its files. Raises CollectionNotFoundError if absent."""
+        """Deletes a collection and its files. Raises CollectionNotFoundError if absent.
+
+        The open collection object stops taking writes and its log closes first; the lock file
+        is held while the directory is removed, so dropping a collection that another process
+        has open for writing raises ``CollectionLockedError`` instead.
+        """
         path = self._dir(name)
+        if self.read_only:
+            raise ReadOnlyError(name, "the engine was opened with read_only=True")
         with self._lock:
             if not (path / MANIFEST).exists():
                 raise CollectionNotFoundError(name)
             self._open.pop(name, None)
-            remove_tree(path)
+            self._open_ro.pop(name, None)
+            with locking.claimed(path, name) as claim:
+                prev = claim.owner()
+                if prev is not None:
+                    prev._supersede("the collection was dropped")
+                try:
+                    remove_tree(path)
+                finally:
+                    claim.release()
 
     def flush(self) -> None:
+        """Checkpoints every collection open for writing."""
         with self._lock:
             for col in list(self._open.values()):
                 col.flush()
 
     def close(self) -> None:
-        """Flushes every open collection."""
-        self.flush()
+        """Checkpoints every open collection, closes its log and releases its lock file."""
         with self._lock:
+            cols = [*self._open.values(), *self._open_ro.values()]
             self._open.clear()
+            self._open_ro.clear()
+        failed: Exception | None = None
+        for col in cols:
+            try:
+                col.close()
+            except Exception as e:  # noqa: BLE001 - close the others, then report the first
+                failed = failed or e
+        if failed is not None:
+            raise failed
 
 
 @atexit.register

@@ -17,3 +17,26 @@ class CollectionExistsError(ValueError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"collection {name!r} already exists")
+
+
+class CollectionLockedError(RuntimeError):
+    """Another process has the collection open for writing (one writing process at a time)."""
+
+    def __init__(self, name: str, lock_file: str, pid: int | None = None) -> None:
+        self.name = name
+        self.lock_file = lock_file
+        self.pid = pid
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"collection {name!r} is open for writing by {holder} (lock file {lock_file}); "
+            "close it there first, or open it with read_only=True"
+        )
+
+
+class ReadOnlyError(RuntimeError):
+    """A write to a collection that cannot take writes (read-only, closed or superseded)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"collection {name!r} does not accept writes: {reason}")
