@@ -91,7 +91,8 @@ class SentenceEncoder(Encoder):
 
     def embed_for_training(self, texts: list[str], is_query: bool) -> torch.Tensor:
         """Differentiable (n, full_dim) embeddings, not normalised."""
-        features = self.model.tokenize(texts)
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize
+        features = prepare(texts)
         features = {
             k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v
             for k, v in features.items()
