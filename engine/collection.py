@@ -1,4 +1,5 @@
-"""A collection: string ids, vectors, payloads and one index, persisted as one directory."""
+"""A collection: string ids, vectors (or token sets), payloads and one index, persisted as one
+directory."""
 
 from __future__ import annotations
 
@@ -13,24 +14,25 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import encoders
 import index as ix
 from index import storage
 from index.labelmap import RowStore
+from index.tokens import check_token_sets
 from index.validate import check_k, check_vectors
 
-from . import encoding, locking, wal
+from . import encoding, locking, persist, wal
 from .errors import CollectionExistsError, ReadOnlyError
 from .payloads import PayloadStore, check_payloads
+from .persist import FORMAT_VERSION as FORMAT_VERSION
+from .persist import READABLE_FORMATS as READABLE_FORMATS
 from .replay import Replayer
 from .results import Hit, Record, SearchResult
+from .tokenrows import TokenRows
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2 added the write-ahead log (``wal/``, ``wal_seq``); 1 still opens
-READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 WAL_DIR = "wal"
 CHECKPOINT_BYTES = 64 << 20
@@ -71,10 +73,19 @@ class Collection:
     entirely or not at all. One process at a time may open a collection for writing (a lock
     file); others may open it with ``read_only=True``.
 
+    Multi-vector collections (``multi_vector``: a multi-vector index such as ``muvera``, with a
+    token encoder or raw ``dim=``) hold one token set per id: ``vectors`` is a list of
+    (n_i, dim) arrays, a query is one (m, dim) array (or a text), ``get`` returns the (n_i, dim)
+    tokens, and scores are Chamfer (MaxSim) similarities. Everything else is the same.
+
     Example:
         >>> col = eng.create_collection("docs", dim=3, index="flat")
         >>> col.add(ids=["a"], vectors=[[1, 0, 0]], payloads=[{"year": 2020}])
         >>> col.search([1, 0, 0], k=1)[0].id
+        'a'
+        >>> mv = eng.create_collection("late", dim=2, index="muvera:inner=flat")
+        >>> mv.add(ids=["a"], vectors=[np.eye(2)])
+        >>> mv.search(np.eye(2), k=1)[0].id
         'a'
     """
 
@@ -84,9 +95,12 @@ class Collection:
         self.dim = int(config["dim"])
         self.metric = ix.Metric.parse(config["metric"])
         self._index = ix.from_spec(config["index"], self.dim, self.metric)
+        # Whether items are token sets (a multi-vector index) rather than single vectors.
+        self.multi_vector = isinstance(self._index, ix.MultiVectorIndex)
         self.encoder_spec: str | None = config.get("encoder")
         self._encoder: encoders.Encoder | None = None
-        self._vectors = RowStore(self.dim)
+        self._vectors = RowStore(self.dim)  # single-vector collections
+        self._tokens = TokenRows(self.dim)  # multi-vector collections
         self._payloads = PayloadStore()
         self._label_of: dict[str, int] = {}
         self._id_of = np.empty(0, dtype=object)
@@ -150,9 +164,10 @@ class Collection:
         return str(id) in self._label_of
 
     def __repr__(self) -> str:
+        multi = ", multi_vector=True" if self.multi_vector else ""
         return (
             f"Collection({self.name!r}, dim={self.dim}, metric={self.metric.value}, "
-            f"index={self.index_spec!r}, n={len(self)})"
+            f"index={self.index_spec!r}{multi}, n={len(self)})"
         )
 
     # ---- writes ------------------------------------------------------------------------------
@@ -168,12 +183,14 @@ class Collection:
 
         Args:
             ids: n distinct string (or int) ids.
-            vectors: (n, dim) finite floats; or give ``texts`` to a collection with an encoder.
+            vectors: (n, dim) finite floats (a multi-vector collection: n (n_i, dim) arrays of
+                at least one token each); or give ``texts`` to a collection with an encoder.
             payloads: optional n JSON-like dicts.
             texts: n non-empty documents, encoded with the collection's encoder.
 
         Raises:
-            ValueError: on an existing or duplicate id, wrong dimension, NaN/inf, empty batch.
+            ValueError: on an existing or duplicate id, wrong dimension, NaN/inf, empty batch
+                (or a token set without tokens).
         """
         vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, "add")
         self._write(ids, vectors, payloads, replace=False)
@@ -192,12 +209,19 @@ class Collection:
 
     def _write(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None, replace: bool) -> None:
         keys = check_ids(ids)
-        x = check_vectors(vectors, self.dim)
-        if x.shape[0] != len(keys):
-            raise ValueError(f"got {x.shape[0]} vectors for {len(keys)} ids")
+        offsets: np.ndarray | None = None
+        if self.multi_vector:
+            x, offsets = check_token_sets(vectors, self.dim, "vectors")
+            if offsets.shape[0] - 1 != len(keys):
+                raise ValueError(f"got {offsets.shape[0] - 1} token sets for {len(keys)} ids")
+        else:
+            x = check_vectors(vectors, self.dim)
+            if x.shape[0] != len(keys):
+                raise ValueError(f"got {x.shape[0]} vectors for {len(keys)} ids")
         rows = check_payloads(payloads, len(keys))
         self._check_writable()
-        body = wal.encode_upsert(keys, x, rows)
+        lengths = None if offsets is None else np.diff(offsets)
+        body = wal.encode_upsert(keys, x, rows, lengths)
         with self._lock:
             self._check_writable()
             if not replace:
@@ -208,20 +232,36 @@ class Collection:
             # Everything that can reject the call has run: a logged record always replays.
             seq = self._log(wal.UPSERT, body)
             with self._failing_write():
-                self._apply_upsert(keys, x, rows, schema)
+                self._apply_upsert(keys, x, rows, schema, offsets)
         self._commit(seq)
 
     def _apply_upsert(
-        self, keys: list[str], x: np.ndarray, rows: list[dict[str, Any]], schema: pa.Schema
+        self,
+        keys: list[str],
+        x: np.ndarray,
+        rows: list[dict[str, Any]],
+        schema: pa.Schema,
+        offsets: np.ndarray | None = None,
     ) -> None:
-        """Applies a validated upsert to memory (caller holds the write lock)."""
+        """Applies a validated upsert to memory (caller holds the write lock). ``x`` is (n, dim)
+        vectors, or for a multi-vector collection the sets' tokens with their ``offsets``."""
+        if self.multi_vector != (offsets is not None):
+            raise ValueError(
+                "token sets for a single-vector collection"
+                if offsets is not None
+                else "single vectors (no token counts) for a multi-vector collection"
+            )
         old = [self._label_of[k] for k in keys if k in self._label_of]
         if old:
             self._drop_labels(np.asarray(old, dtype=np.int64))
         labels = np.arange(self._next_label, self._next_label + len(keys), dtype=np.int64)
-        self._index.add(x, labels)
+        if offsets is not None:
+            self._index.add(np.split(x, offsets[1:-1]), labels)
+            self._tokens.append(x, offsets, labels)
+        else:
+            self._index.add(x, labels)
+            self._vectors.append(x, labels)
         self._next_label += len(keys)
-        self._vectors.append(x, labels)
         self._payloads.put(labels, rows, schema)
         self._label_of.update(zip(keys, labels.tolist(), strict=True))
         if self._id_of.shape[0] < self._next_label:
@@ -259,7 +299,10 @@ class Collection:
                 del self._label_of[key]
             self._id_of[lab] = None
         self._index.remove(labels)
-        self._vectors.remove(labels)
+        if self.multi_vector:
+            self._tokens.remove(labels)
+        else:
+            self._vectors.remove(labels)
         self._payloads.remove(labels)
 
     # ---- the log -----------------------------------------------------------------------------
@@ -325,7 +368,9 @@ class Collection:
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, ids: Any) -> list[Record | None]:
-        """Stored items for ``ids``, aligned with them; None where an id is absent."""
+        """Stored items for ``ids``, aligned with them; None where an id is absent.
+
+        ``Record.vector`` is the (dim,) vector, or a multi-vector item's (n_i, dim) tokens."""
         keys = check_ids(ids)
         with self._lock.read():
             out: list[Record | None] = []
@@ -334,9 +379,24 @@ class Collection:
                 if lab is None:
                     out.append(None)
                     continue
-                row = self._vectors.rows[lab]
-                out.append(Record(k, self._vectors.x[row].copy(), dict(self._payloads.get(lab))))
+                if self.multi_vector:
+                    vector = self._tokens.get(lab)
+                else:
+                    vector = self._vectors.x[self._vectors.rows[lab]].copy()
+                out.append(Record(k, vector, dict(self._payloads.get(lab))))
             return out
+
+    def _one_token_set(self, q: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(q, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"the query must be an (m, {self.dim}) array or a text: {e}") from None
+        if arr.ndim != 2:
+            raise ValueError(
+                f"search takes one query token set of shape (m, {self.dim}) in a multi-vector "
+                f"collection, got shape {arr.shape}; use search_batch for several"
+            )
+        return arr
 
     def _allowed(self, where: dict[str, Any] | None) -> np.ndarray | None:
         if where is None:
@@ -353,19 +413,26 @@ class Collection:
         """The k best matches for one query: a vector, or a text for a collection with an encoder.
 
         Args:
-            vector: (dim,) floats, or a query string.
+            vector: (dim,) floats (a multi-vector collection: one (m, dim) token set), or a
+                query string.
             k: how many hits, > 0.
             where: optional payload filter, e.g. ``{"year": {"$gte": 2021}}``.
-            **params: index search parameters (``ef`` for hnsw, ``nprobe`` for ivf).
+            **params: index search parameters (``ef`` for hnsw, ``nprobe`` for ivf;
+                ``candidates``, ``tau``, ``inner_ef``... for muvera).
 
         Returns:
             Up to k ``Hit(id, score, payload)``, best first.
         """
-        q = np.asarray(self._query_vectors(vector, batch=False), dtype=np.float32)
-        if q.ndim != 1:
-            raise ValueError(
-                f"search takes one vector of shape ({self.dim},), got {q.shape}; use search_batch"
-            )
+        q: Any = self._query_vectors(vector, batch=False)
+        if self.multi_vector:
+            q = [self._one_token_set(q)]
+        else:
+            q = np.asarray(q, dtype=np.float32)
+            if q.ndim != 1:
+                raise ValueError(
+                    f"search takes one vector of shape ({self.dim},), got {q.shape}; "
+                    "use search_batch"
+                )
         k = check_k(k)
         with self._lock.read():
             allowed = self._allowed(where)
@@ -381,8 +448,11 @@ class Collection:
         self, vectors: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
     ) -> SearchResult:
         """The k best matches for each of m queries (vectors, or texts with an encoder):
-        ``.ids`` and ``.scores`` (m, k)."""
-        q = check_vectors(self._query_vectors(vectors, batch=True), self.dim, "queries")
+        ``.ids`` and ``.scores`` (m, k). A multi-vector collection takes a list of (m_j, dim)
+        token sets (or texts)."""
+        q = self._query_vectors(vectors, batch=True)
+        if not self.multi_vector:
+            q = check_vectors(q, self.dim, "queries")
         k = check_k(k)
         with self._lock.read():
             allowed = self._allowed(where)
@@ -409,16 +479,14 @@ class Collection:
             if not self._dirty and (self.path / MANIFEST).exists():
                 return
             gen = self._generation + 1
-            vec_name, rows_name, index_name = (
-                f"vectors.{gen}.npy",
-                f"rows.{gen}.parquet",
-                f"index.{gen}",
-            )
-            x, labels = self._live_rows()
-            storage.save_npy(self.path / vec_name, x)
-            table = self._rows_table(labels)
-            pq.write_table(table, self.path / rows_name)
-            storage.fsync_file(self.path / rows_name)
+            rows_name, index_name = persist.rows_name(gen), f"index.{gen}"
+            if self.multi_vector:
+                tokens, offsets, labels = self._tokens.live()
+                data = persist.save_tokens(self.path, gen, tokens, offsets)
+            else:
+                x, labels = self._live_rows()
+                data = persist.save_vectors(self.path, gen, x)
+            persist.save_rows(self.path / rows_name, self._rows_table(labels))
             index_dir = self.path / index_name
             if index_dir.exists():
                 shutil.rmtree(index_dir)
@@ -427,14 +495,14 @@ class Collection:
             storage.fsync_dir(index_dir)
             seq = self._wal.last_seq if self._wal is not None else self._wal_seq
             manifest = {
-                "format_version": FORMAT_VERSION,
+                "format_version": persist.format_version(self.multi_vector),
                 "name": self.name,
                 "config": self.config(),
                 "count": len(self),
                 "next_label": self._next_label,
                 "generation": gen,
                 "index_dir": index_name,
-                "files": {n: storage.file_entry(self.path / n) for n in (vec_name, rows_name)},
+                "files": {n: storage.file_entry(self.path / n) for n in (*data, rows_name)},
                 "versions": ix.base.library_versions(),
                 "wal_seq": seq,
             }
@@ -445,7 +513,7 @@ class Collection:
             self._checkpoint_at = time.monotonic()
             if self._wal is not None:
                 self._wal.checkpointed(seq)
-            self._remove_stale(keep={vec_name, rows_name, index_name, MANIFEST, WAL_DIR})
+            self._remove_stale(keep={*data, rows_name, index_name, MANIFEST, WAL_DIR})
 
     def _live_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, labels) of live rows, without compacting: searches may be reading them."""
@@ -578,6 +646,7 @@ class Collection:
             for attr in (
                 "_index",
                 "_vectors",
+                "_tokens",
                 "_payloads",
                 "_label_of",
                 "_id_of",
@@ -629,48 +698,30 @@ class Collection:
             wal_seq = int(manifest.get("wal_seq", 0))
             index_dir = path / str(manifest["index_dir"])
             files = manifest["files"]
-            vec_name = f"vectors.{gen}.npy"
-            rows_name = f"rows.{gen}.parquet"
             col = cls(path, name, config)
         except (KeyError, TypeError, ValueError) as e:
             raise storage.CorruptFileError(mpath, f"invalid manifest: {e}") from None
-        if set(files) != {vec_name, rows_name}:
+        version = manifest["format_version"]
+        if (version == persist.MULTI_FORMAT_VERSION) != col.multi_vector:
+            raise storage.CorruptFileError(
+                mpath, f"format_version {version} does not fit index {col.index_spec!r}"
+            )
+        data, rows_name = persist.data_names(gen, col.multi_vector), persist.rows_name(gen)
+        if set(files) != {*data, rows_name}:
             raise storage.CorruptFileError(
                 mpath, f"manifest files {sorted(files)} do not match generation {gen}"
             )
         storage.verify_files(path, files)
-        x = storage.load_npy(path / vec_name, np.float32, 2, mmap=True)
-        if x.shape != (count, col.dim):
-            raise storage.CorruptFileError(
-                path / vec_name, f"shape {x.shape}, manifest says ({count}, {col.dim})"
-            )
-        try:
-            table = pq.read_table(path / rows_name)
-            labels = table.column("_label").to_numpy().astype(np.int64)
-            ids = table.column("_id").to_pylist()
-        except (pa.ArrowException, KeyError, OSError) as e:
-            raise storage.CorruptFileError(
-                path / rows_name, f"unreadable rows table: {e}"
-            ) from None
-        if (
-            len(ids) != count
-            or len(set(ids)) != count
-            or (labels.size and (labels.min() < 0 or labels.max() >= next_label))
-        ):
-            raise storage.CorruptFileError(
-                path / rows_name, "ids/labels inconsistent with the manifest"
-            )
-        index = ix.Index.load(index_dir)
-        if index.dim != col.dim or index.spec != col._index.spec or len(index) != count:
-            raise storage.CorruptFileError(
-                index_dir / "index.json", "index does not match the collection manifest"
-            )
-        if not index.contains(labels).all():
-            raise storage.CorruptFileError(
-                index_dir / "index.json", "index lacks labels the collection holds"
-            )
-        col._index = index
-        col._vectors.load(np.array(x), labels)
+        if col.multi_vector:
+            tokens, offsets = persist.load_tokens(path, gen, count, col.dim)
+        else:
+            x = persist.load_vectors(path, gen, count, col.dim)
+        table, labels, ids = persist.load_rows(path / rows_name, count, next_label)
+        col._index = persist.load_index(index_dir, col.index_spec, col.dim, count, labels)
+        if col.multi_vector:
+            col._tokens.load(tokens, offsets, labels)
+        else:
+            col._vectors.load(x, labels)
         col._payloads.load(labels, table)
         col._label_of = dict(zip(ids, labels.tolist(), strict=True))
         col._id_of = np.empty(next_label, dtype=object)
@@ -678,7 +729,7 @@ class Collection:
         col._next_label = next_label
         col._generation = gen
         col._wal_seq = wal_seq
-        col._files_in_use = {vec_name, rows_name, index_dir.name, MANIFEST, WAL_DIR}
+        col._files_in_use = {*data, rows_name, index_dir.name, MANIFEST, WAL_DIR}
         replayer = Replayer(col)
         state = wal.replay(path / WAL_DIR, wal_seq, col.dim, replayer.add)
         replayer.flush()

@@ -31,6 +31,22 @@ def check_name(name: Any) -> str:
     return name
 
 
+def check_kinds(encoder: Encoder, index: str) -> None:
+    """Raises ValueError when an encoder and an index spec disagree on vectors per item."""
+    multi_index = ix.spec.is_multivector(ix.parse_spec(index)[0])
+    if encoder.multi_vector and not multi_index:
+        raise ValueError(
+            f"encoder {encoder.name!r} is multi-vector (one vector per token) but index "
+            f"{index!r} is single-vector: use a multi-vector index "
+            f"({', '.join(ix.spec.MULTIVECTOR_REGISTRY)})"
+        )
+    if multi_index and not encoder.multi_vector:
+        raise ValueError(
+            f"index {index!r} is multi-vector but encoder {encoder.name!r} gives one vector per "
+            f"text: use a single-vector index ({', '.join(ix.spec.REGISTRY)}) or a token encoder"
+        )
+
+
 class Engine:
     """A directory of collections, used in-process.
 
@@ -93,7 +109,7 @@ class Engine:
         dim: int | None = None,
         encoder: str | Encoder | None = None,
         metric: str = "cosine",
-        index: str = "hnsw",
+        index: str | None = None,
         exist_ok: bool = False,
         durability: str = "fsync",
     ) -> Collection:
@@ -104,8 +120,12 @@ class Engine:
             dim: vector dimension (taken from the encoder when one is given).
             encoder: ``default``, ``token[:...]``, a saved model directory or an ``Encoder``:
                 texts go in (``add(texts=...)``, ``search("query")``); stored in the manifest.
-            metric: ``cosine`` (default), ``ip`` or ``l2``.
-            index: an index spec, e.g. ``flat``, ``hnsw:M=32,ef=128``, ``ivf:nlist=1024,pq=32``.
+                A multi-vector encoder (``token``) needs a multi-vector index.
+            metric: ``cosine`` (default), ``ip`` or ``l2`` (not for multi-vector indexes).
+            index: an index spec, e.g. ``flat``, ``hnsw:M=32,ef=128``, ``ivf:nlist=1024,pq=32``;
+                or a multi-vector one (token sets: one (n_i, dim) array per item), e.g.
+                ``muvera:k_sim=5,d_proj=16,r_reps=20``, ``chamfer`` (exhaustive), ``token_ann``.
+                Default: ``muvera`` for a multi-vector encoder, else ``hnsw``.
             exist_ok: return the existing collection instead of raising.
             durability: ``"fsync"`` (default): writes return once the log is on disk.
                 ``"none"``: once it reaches the OS (survives a killed process, not a power cut;
@@ -113,7 +133,8 @@ class Engine:
 
         Raises:
             CollectionExistsError: the name is taken (unless ``exist_ok``).
-            ValueError: invalid name, dim, metric or index spec.
+            ValueError: invalid name, dim, metric or index spec, or an encoder and index of
+                different kinds (multi-vector vs single-vector).
         """
         path = self._dir(name)
         durability = wal.check_durability(durability)
@@ -129,14 +150,15 @@ class Engine:
                 enc = encoding.resolve(encoder)
                 if dim is not None and dim != enc.dim:
                     raise ValueError(f"dim={dim} does not match the encoder's dimension {enc.dim}")
-                if enc.multi_vector:
-                    raise ValueError("multi-vector encoders need a multi-vector index (muvera)")
+                if index is None:
+                    index = "muvera" if enc.multi_vector else "hnsw"
+                check_kinds(enc, index)
                 dim = enc.dim
                 config["encoder"] = enc.name
             if dim is None:
                 raise ValueError("give dim= (raw vectors) or encoder= (texts)")
             # Validates dim, metric and spec before anything touches the disk.
-            spec = ix.from_spec(index, dim, metric).spec
+            spec = ix.from_spec(index or "hnsw", dim, metric).spec
             config.update(dim=int(dim), metric=ix.Metric.parse(metric).value, index=spec)
             path.mkdir(exist_ok=True)
             col = Collection.create(path, name, config, durability=durability, **self._settings)

@@ -9,8 +9,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import index as ix
+
 from . import beir, encoding
 from .engine import Engine
+
+ADD_BATCH = 4096  # documents per add() call when building an evaluation collection
 
 
 def dcg(gains: Sequence[float]) -> float:
@@ -64,6 +68,11 @@ def evaluate_beir(
     """Builds a collection per (encoder, index) from a BEIR corpus and scores the split's queries.
 
     The corpus is encoded once per encoder; each index is then built from those vectors.
+    Multi-vector (token) encoders pair with the multi-vector index specs (``muvera...``,
+    ``chamfer`` = exhaustive exact MaxSim, ``token_ann``) and single-vector encoders with the
+    others; for a multi-vector encoder ``flat`` (the exact oracle) means ``chamfer``. Pairs of
+    different kinds are skipped, so ``--encoder default token --index flat muvera`` compares
+    both kinds in one run; an encoder left with no index raises.
 
     Returns:
         One row per (encoder, index): metrics plus timings (encode, index, search seconds).
@@ -77,24 +86,31 @@ def evaluate_beir(
     queries = {q["_id"]: q["text"] for q in beir.read_jsonl(directory / "queries.jsonl")}
     qids = [q for q in qrels if q in queries]
     doc_ids = [d["_id"] for d in corpus]
-    rows = []
+    plan = []
     for spec in encoders_:
         enc = encoding.resolve(spec)
-        if enc.multi_vector:
-            raise ValueError(f"encoder {spec!r} is multi-vector; evaluate it with a muvera index")
+        plan.append((spec, enc, indexes_for(enc.multi_vector, indexes, spec)))
+    rows = []
+    for spec, enc, enc_indexes in plan:
         t0 = time.perf_counter()
         docs = enc.encode_documents([beir.document_text(d) for d in corpus])
         qv = enc.encode_queries([queries[q] for q in qids])
         t_enc = time.perf_counter() - t0
-        for index_spec in indexes:
+        for index_spec in enc_indexes:
             with tempfile.TemporaryDirectory(prefix="vecdex-eval-") as tmp:
-                col = Engine(tmp).create_collection("eval", dim=enc.dim, index=index_spec)
+                # A throw-away collection: no fsync, no checkpoint, dropped at the end.
+                eng = Engine(tmp, checkpoint_bytes=1 << 62)
+                col = eng.create_collection(
+                    "eval", dim=enc.dim, index=index_spec, durability="none"
+                )
                 t0 = time.perf_counter()
-                col.add(doc_ids, docs)
+                for a in range(0, len(doc_ids), ADD_BATCH):
+                    col.add(doc_ids[a : a + ADD_BATCH], docs[a : a + ADD_BATCH])
                 t_index = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 res = col.search_batch(qv, k=min(k, len(doc_ids)))
                 t_search = time.perf_counter() - t0
+                eng.drop_collection("eval")
             run = {
                 q: [d for d in row if d is not None] for q, row in zip(qids, res.ids, strict=True)
             }
@@ -111,6 +127,24 @@ def evaluate_beir(
             if log is not None:
                 log(format_table([row]))
     return rows
+
+
+def indexes_for(multi_vector: bool, indexes: Sequence[str], encoder: str) -> list[str]:
+    """The index specs of ``indexes`` that fit an encoder's kind (``flat`` -> ``chamfer`` for a
+    multi-vector one); raises ValueError when none does."""
+    out = []
+    for spec in indexes:
+        kind = ix.parse_spec(spec)[0]
+        if multi_vector and kind == "flat":
+            out.append("chamfer")
+        elif ix.spec.is_multivector(kind) == multi_vector:
+            out.append(spec)
+    if not out:
+        want = "multi-vector (muvera, chamfer, token_ann)" if multi_vector else "single-vector"
+        raise ValueError(
+            f"encoder {encoder!r} needs a {want} index; got {', '.join(map(repr, indexes))}"
+        )
+    return out
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 from index import storage
 
 from . import wal
+from .tokenrows import offsets_of
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -16,9 +17,12 @@ if TYPE_CHECKING:
 
 class Replayer:
     """Applies replayed log records, merging runs of upserts into one call (the last write of
-    an id wins) so that the index inserts in large batches; order is kept around deletes."""
+    an id wins) so that the index inserts in large batches; order is kept around deletes.
 
-    batch = 65536  # vectors
+    Multi-vector upserts (token sets: ``Entry.lengths`` set) merge the same way; a run is cut
+    after ``batch`` vectors (tokens for token sets)."""
+
+    batch = 65536  # vectors (or tokens)
 
     def __init__(self, col: Collection) -> None:
         self.col = col
@@ -31,7 +35,7 @@ class Replayer:
             self.col._apply_delete(entry.ids)
             return
         self.pending.append(entry)
-        self.n += len(entry.ids)
+        self.n += entry.vectors.shape[0] if entry.vectors is not None else len(entry.ids)
         if self.n >= self.batch:
             self.flush()
 
@@ -41,7 +45,7 @@ class Replayer:
             return
         for e in entries:
             try:
-                self._apply(e.ids, e.vectors, self._rows(e))
+                self._apply(e.ids, e.vectors, self._rows(e), e.lengths)
             except (ValueError, TypeError) as err:
                 raise storage.CorruptFileError(
                     e.path, f"offset {e.offset}: record {e.seq} does not apply: {err}"
@@ -51,36 +55,67 @@ class Replayer:
     def _rows(e: wal.Entry) -> list[dict[str, Any]]:
         return e.payloads if e.payloads is not None else [{} for _ in e.ids]
 
-    def _apply(self, ids: list[str], x: np.ndarray | None, rows: list[dict[str, Any]]) -> None:
+    def _apply(
+        self,
+        ids: list[str],
+        x: np.ndarray | None,
+        rows: list[dict[str, Any]],
+        lengths: np.ndarray | None,
+    ) -> None:
         if x is None:
             raise ValueError("an upsert record without vectors")
-        self.col._apply_upsert(ids, x, rows, self.col._payloads.check_types(rows))
+        offsets = None if lengths is None else offsets_of(lengths)
+        self.col._apply_upsert(ids, x, rows, self.col._payloads.check_types(rows), offsets)
 
     def _apply_merged(self, entries: list[wal.Entry]) -> bool:
+        multi = self.col.multi_vector
+        if any(e.vectors is None or (e.lengths is not None) != multi for e in entries):
+            return False  # apply record by record, so that the error names its record
         last: dict[str, tuple[int, int]] = {}
         for i, e in enumerate(entries):
             for r, k in enumerate(e.ids):
                 last.pop(k, None)  # re-insert: the id takes its latest position
                 last[k] = (i, r)
+        lengths: np.ndarray | None = None
         if len(last) == sum(len(e.ids) for e in entries):
             keys = [k for e in entries for k in e.ids]
             x = np.concatenate([e.vectors for e in entries if e.vectors is not None])
             rows = [p for e in entries for p in self._rows(e)]
+            if multi:
+                lengths = np.concatenate([e.lengths for e in entries if e.lengths is not None])
+        elif multi:
+            keys, x, lengths, rows = self._last_token_sets(entries, last)
         else:
             keys = list(last)
             x = np.empty((len(keys), self.col.dim), dtype=np.float32)
             rows = []
             for j, (i, r) in enumerate(last.values()):
                 vectors = entries[i].vectors
-                if vectors is None:
-                    return False
+                assert vectors is not None
                 x[j] = vectors[r]
                 rows.append(self._rows(entries[i])[r])
-        if x.shape[0] != len(keys):
+        n_rows = len(keys) if lengths is None else int(lengths.sum())
+        if x.shape[0] != n_rows or (lengths is not None and lengths.shape[0] != len(keys)):
             return False
         try:
             schema = self.col._payloads.check_types(rows)
         except ValueError:
             return False  # apply record by record, so that an error names its record
-        self.col._apply_upsert(keys, x, rows, schema)
+        offsets = None if lengths is None else offsets_of(lengths)
+        self.col._apply_upsert(keys, x, rows, schema, offsets)
         return True
+
+    def _last_token_sets(
+        self, entries: list[wal.Entry], last: dict[str, tuple[int, int]]
+    ) -> tuple[list[str], np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        """The latest token set of each id in a run (ids in their latest positions)."""
+        starts = [offsets_of(e.lengths) for e in entries if e.lengths is not None]
+        parts, lengths, rows = [], [], []
+        for i, r in last.values():
+            vectors = entries[i].vectors
+            assert vectors is not None
+            a, b = int(starts[i][r]), int(starts[i][r + 1])
+            parts.append(vectors[a:b])
+            lengths.append(b - a)
+            rows.append(self._rows(entries[i])[r])
+        return list(last), np.concatenate(parts), np.asarray(lengths, dtype=np.int64), rows

@@ -15,6 +15,9 @@ are little-endian::
     32      ...   body: u32 n, n bytes of JSON {"ids": [...], "dim": d, "payloads": [...]},
                   then for an upsert the vectors, float32 (len(ids), d) in C order
 
+A multi-vector upsert (token sets) adds ``"lengths": [n_0, n_1, ...]`` (each id's token count, all
+positive) to the JSON, and its vectors are the sets' tokens concatenated: float32 (sum(lengths), d).
+
 No pickle: JSON for ids and payloads, raw float32 for vectors. A checkpoint records the last
 sequence number it holds (``wal_seq`` in the manifest); replay skips records up to it, so a crash
 between the manifest switch and the log's rotation applies nothing twice.
@@ -70,9 +73,19 @@ def segment_name(first_seq: int) -> str:
 
 
 # ---- record bodies ---------------------------------------------------------------------------
-def encode_upsert(ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> bytes:
-    """The body of an upsert record; ``payloads`` are already validated (finite, JSON-like)."""
+def encode_upsert(
+    ids: list[str],
+    vectors: np.ndarray,
+    payloads: list[dict[str, Any]],
+    lengths: np.ndarray | None = None,
+) -> bytes:
+    """The body of an upsert record; ``payloads`` are already validated (finite, JSON-like).
+
+    For token sets, ``vectors`` holds every set's tokens concatenated and ``lengths`` the token
+    count of each id (so ``vectors`` has ``lengths.sum()`` rows)."""
     meta: dict[str, Any] = {"ids": ids, "dim": int(vectors.shape[1])}
+    if lengths is not None:
+        meta["lengths"] = [int(n) for n in lengths]
     if any(payloads):
         meta["payloads"] = payloads
     head = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
@@ -96,9 +109,23 @@ class Entry:
     payloads: list[dict[str, Any]] | None
     path: Path
     offset: int
+    lengths: np.ndarray | None = None  # token sets: tokens per id (``vectors`` concatenates them)
 
 
-def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any]:
+def _lengths(meta: dict[str, Any], n_ids: int) -> np.ndarray | None:
+    lengths = meta.get("lengths")
+    if lengths is None:
+        return None
+    if (
+        not isinstance(lengths, list)
+        or len(lengths) != n_ids
+        or not all(type(n) is int and n > 0 for n in lengths)
+    ):
+        raise ValueError("lengths must be a positive token count per id")
+    return np.asarray(lengths, dtype=np.int64)
+
+
+def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any]:
     if len(body) < _U32.size:
         raise ValueError("body shorter than its length prefix")
     (n_head,) = _U32.unpack_from(body)
@@ -112,14 +139,17 @@ def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any]:
     if kind == DELETE:
         if end != len(body):
             raise ValueError("trailing bytes after a delete")
-        return ids, None, None
+        return ids, None, None, None
     if meta.get("dim") != dim:
         raise ValueError(f"vectors of dimension {meta.get('dim')!r}, collection has {dim}")
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate ids in one upsert")
-    if len(body) - end != len(ids) * dim * 4:
-        raise ValueError(f"{len(body) - end} bytes of vectors for {len(ids)} ids of dim {dim}")
-    x = np.frombuffer(body, dtype="<f4", offset=end).reshape(len(ids), dim).astype(np.float32)
+    lengths = _lengths(meta, len(ids))
+    rows = len(ids) if lengths is None else int(lengths.sum())
+    if len(body) - end != rows * dim * 4:
+        what = f"{len(ids)} ids" if lengths is None else f"{rows} tokens"
+        raise ValueError(f"{len(body) - end} bytes of vectors for {what} of dim {dim}")
+    x = np.frombuffer(body, dtype="<f4", offset=end).reshape(rows, dim).astype(np.float32)
     if not np.isfinite(x).all():
         raise ValueError("vectors contain NaN or inf")
     payloads = meta.get("payloads")
@@ -129,7 +159,7 @@ def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any]:
         or not all(isinstance(p, dict) for p in payloads)
     ):
         raise ValueError("payloads must be a list of dicts, one per id")
-    return ids, x, payloads
+    return ids, x, payloads, lengths
 
 
 def _header(kind: int, seq: int, length: int, body_crc: int) -> bytes:
@@ -208,12 +238,12 @@ class _Scan:
                 if kind not in KINDS:
                     raise storage.CorruptFileError(self.path, f"offset {off}: unknown kind {kind}")
                 try:
-                    ids, x, payloads = _decode(kind, body, self.dim)
+                    ids, x, payloads, lengths = _decode(kind, body, self.dim)
                 except (ValueError, TypeError, UnicodeDecodeError) as e:
                     raise storage.CorruptFileError(
                         self.path, f"offset {off}: undecodable {KINDS[kind]} record: {e}"
                     ) from None
-                yield Entry(seq, kind, ids, x, payloads, self.path, off)
+                yield Entry(seq, kind, ids, x, payloads, self.path, off, lengths)
                 off = self.good_end = end
 
     def valid_record_after(self, offset: int) -> bool:

@@ -128,4 +128,4 @@ def test_text_collection_bad_input(tiny_st_dir, tmp_path):
     with pytest.raises(ValueError, match="no encoder"):
         raw.add(["a"], texts=["x"])
     with pytest.raises(ValueError, match="multi-vector"):
-        eng.create_collection("m", encoder="token")
+        eng.create_collection("m", encoder="token", index="hnsw")
