@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-all check bench clean
+.PHONY: setup demo test test-all check bench clean proto
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/vecdex demo
+	$(VPY) -m server.demo
+
+proto: setup
+	$(VPY) server/protogen.py
 
 test: setup
 	$(VPY) -m pytest -q

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from . import demo
@@ -96,6 +97,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    # Only this handler imports the server package (DESIGN: nothing else does).
+    from server import Limits, ServerConfig
+    from server.app import run
+
+    token = args.token if args.token is not None else os.environ.get("VECDEX_TOKEN") or None
+    config = ServerConfig(
+        data=args.data,
+        host=args.host,
+        port=args.port,
+        token=token,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        insecure=args.insecure,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        workers=args.workers,
+        search_concurrency=args.search_concurrency,
+        grace_s=args.grace,
+        limits=Limits(max_message_bytes=args.max_message_mb << 20, max_k=args.max_k),
+    )
+
+    def ready(port: int) -> None:
+        scheme = "tls" if config.tls_cert else "plaintext"
+        auth = "token required" if token else "no token"
+        print(f"vecdex: serving {args.data} on {args.host}:{port} ({scheme}, {auth})", flush=True)
+
+    run(config, on_ready=ready)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vecdex", description="Embedding retrieval and vector search.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -142,6 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--mine-margin", type=float, default=0.95)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    s = sub.add_parser("serve", help="serve a data directory over gRPC (vecdex.v1.VecDex)")
+    s.add_argument("--data", required=True, help="the data directory")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    s.add_argument("--token", help="bearer token every rpc but health needs ($VECDEX_TOKEN)")
+    s.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    s.add_argument("--tls-key", help="PEM private key")
+    s.add_argument("--insecure", action="store_true", help="allow a non-loopback bind w/o token")
+    s.add_argument("--max-batch", type=int, default=64, help="Search calls per batch; 1 = off")
+    s.add_argument("--max-wait-ms", type=float, default=0.0, help="batching window (0: none)")
+    s.add_argument("--search-concurrency", type=int, default=2, help="searches run at once")
+    s.add_argument("--workers", type=int, default=8, help="threads for engine calls")
+    s.add_argument("--grace", type=float, default=10.0, help="shutdown drain, seconds")
+    s.add_argument("--max-message-mb", type=int, default=64, help="largest message")
+    s.add_argument("--max-k", type=int, default=1000, help="largest k")
+    s.set_defaults(func=_serve)
     return p
 
 

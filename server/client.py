@@ -1,0 +1,365 @@
+"""The Python client: ``Client`` mirrors ``Engine``, ``RemoteCollection`` mirrors ``Collection``.
+
+Code moves between embedded and remote by changing one line::
+
+    eng = Engine("./vecdex-data")                        # embedded
+    eng = server.Client("127.0.0.1:50051", token="...")  # remote, same calls below
+    col = eng.open_collection("docs")
+    hits = col.search("query text", k=10, where={"year": {"$gte": 2021}})
+
+Errors are the engine's where it has one (``CollectionNotFoundError``, ``CollectionExistsError``,
+``ReadOnlyError``); a refused request raises ``RequestError`` (a ``ValueError``) carrying the
+status code; anything else (UNAUTHENTICATED, UNAVAILABLE, DEADLINE_EXCEEDED) is the
+``grpc.RpcError`` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from engine.errors import CollectionExistsError, CollectionNotFoundError, ReadOnlyError
+from engine.results import Hit, Record, SearchResult
+
+from .convert import dict_to_struct, hits_from, record_from, result_from, set_query, to_multi
+from .pb import vecdex_pb2 as pb
+from .pb import vecdex_pb2_grpc as pb_grpc
+
+
+class RequestError(ValueError):
+    """The server refused a request (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ALREADY_EXISTS)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+def _translate(e: grpc.RpcError, collection: str | None) -> Exception:
+    code = e.code() if isinstance(e, grpc.Call) else None
+    details = (e.details() if isinstance(e, grpc.Call) else None) or str(e)
+    if code == grpc.StatusCode.NOT_FOUND and collection is not None:
+        return CollectionNotFoundError(collection)
+    if code == grpc.StatusCode.FAILED_PRECONDITION and collection is not None:
+        return ReadOnlyError(collection, details)
+    if code in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ALREADY_EXISTS,
+    ):
+        return RequestError(code, details)
+    return e
+
+
+def _ids(ids: Any) -> list[str]:
+    if isinstance(ids, (str, bytes, int)) or not isinstance(ids, (Sequence, np.ndarray)):
+        raise TypeError("ids must be a list of strings (or ints)")
+    out = []
+    for i, v in enumerate(ids):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (str, int, np.integer)):
+            raise TypeError(f"id {i} must be a string or int, got {type(v).__name__}")
+        out.append(str(v))
+    return out
+
+
+def _is_texts(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(t, str) for t in x)
+
+
+class Client:
+    """A connection to a vecdex server, with ``Engine``'s collection-level methods.
+
+    Args:
+        address: ``host:port``.
+        token: the server's bearer token, if it has one.
+        tls_ca: PEM file (or bytes) of the CA that signed the server's certificate: connect over
+            TLS. None: plaintext.
+        timeout: per-call deadline in seconds (None: no deadline).
+        tls_server_name: the name to verify the certificate against, when it differs from the
+            host in ``address``.
+
+    Example:
+        >>> client = Client("127.0.0.1:50051", token="s3cret")
+        >>> col = client.create_collection("docs", dim=384, index="hnsw")
+        >>> client.list_collections()
+        ['docs']
+    """
+
+    def __init__(
+        self,
+        address: str,
+        token: str | None = None,
+        tls_ca: str | Path | bytes | None = None,
+        *,
+        timeout: float | None = None,
+        tls_server_name: str | None = None,
+    ) -> None:
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", -1),  # the server's limit is the one that counts
+            ("grpc.max_receive_message_length", -1),
+        ]
+        if tls_ca is not None:
+            ca = tls_ca if isinstance(tls_ca, bytes) else Path(tls_ca).read_bytes()
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
+            creds = grpc.ssl_channel_credentials(root_certificates=ca)
+            self._channel = grpc.secure_channel(address, creds, options)
+        else:
+            self._channel = grpc.insecure_channel(address, options)
+        self.address = address
+        self.timeout = timeout
+        self._stub = pb_grpc.VecDexStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.address!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def call(self, method: str, request: Any, collection: str | None = None) -> Any:
+        """Calls one rpc by name; errors translated (see the module docstring)."""
+        try:
+            return getattr(self._stub, method)(
+                request, metadata=self._metadata, timeout=self.timeout
+            )
+        except grpc.RpcError as e:
+            raise _translate(e, collection) from None
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dim: int | None = None,
+        encoder: str | None = None,
+        metric: str = "cosine",
+        index: str = "hnsw",
+        exist_ok: bool = False,
+    ) -> RemoteCollection:
+        """Creates a collection on the server (see ``Engine.create_collection``).
+
+        ``encoder`` is a spec the server resolves: ``default``, ``token[:...]`` or a model
+        directory on the server's machine.
+
+        Raises:
+            CollectionExistsError: the name is taken (unless ``exist_ok``).
+            RequestError: invalid name, dim, metric, encoder or index spec.
+        """
+        req = pb.CreateCollectionRequest(
+            name=name,
+            dim=dim or 0,
+            encoder=encoder or "",
+            metric=metric,
+            index=index,
+            exist_ok=exist_ok,
+        )
+        try:
+            info = self.call("CreateCollection", req, name)
+        except RequestError as e:
+            if e.code == grpc.StatusCode.ALREADY_EXISTS:
+                raise CollectionExistsError(name) from None
+            raise
+        return RemoteCollection(self, info)
+
+    def get_or_create_collection(self, name: str, **kwargs: Any) -> RemoteCollection:
+        return self.create_collection(name, exist_ok=True, **kwargs)
+
+    def open_collection(self, name: str) -> RemoteCollection:
+        """A handle on an existing collection. Raises CollectionNotFoundError if absent."""
+        return RemoteCollection(self, self._describe(name))
+
+    def _describe(self, name: str) -> pb.CollectionInfo:
+        return self.call("DescribeCollection", pb.DescribeCollectionRequest(name=name), name)
+
+    def list_collections(self) -> list[str]:
+        return list(self.call("ListCollections", pb.ListCollectionsRequest()).names)
+
+    def drop_collection(self, name: str) -> None:
+        """Deletes a collection on the server. Raises CollectionNotFoundError if absent."""
+        self.call("DropCollection", pb.DropCollectionRequest(name=name), name)
+
+    def stats(self) -> dict[str, Any]:
+        """The server's counters (``Stats`` rpc) as a dict."""
+        s = self.call("Stats", pb.StatsRequest())
+        return {
+            "search_requests": s.search_requests,
+            "search_batches": s.search_batches,
+            "mean_batch_size": s.mean_batch_size,
+            "max_batch_size_seen": s.max_batch_size_seen,
+            "cancelled": s.cancelled,
+            "deadline_exceeded": s.deadline_exceeded,
+            "rpcs": dict(s.rpcs),
+            "errors": dict(s.errors),
+            "max_batch": s.max_batch,
+            "max_wait_ms": s.max_wait_ms,
+            "uptime_seconds": s.uptime_seconds,
+            "in_flight": s.in_flight,
+            "cpu_seconds": s.cpu_seconds,
+        }
+
+
+class RemoteCollection:
+    """A collection on a server, with ``Collection``'s methods and result types."""
+
+    def __init__(self, client: Client, info: pb.CollectionInfo) -> None:
+        self._client = client
+        self.name = info.name
+        self.dim = int(info.dim)
+        self.metric = info.metric
+        self.index_spec = info.index
+        self.encoder_spec: str | None = info.encoder or None
+
+    def __repr__(self) -> str:
+        return (
+            f"RemoteCollection({self.name!r}, dim={self.dim}, metric={self.metric}, "
+            f"index={self.index_spec!r}, server={self._client.address!r})"
+        )
+
+    def _call(self, method: str, request: Any) -> Any:
+        return self._client.call(method, request, self.name)
+
+    # ---- description -----------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"dim": self.dim, "metric": self.metric, "index": self.index_spec}
+        if self.encoder_spec is not None:
+            config["encoder"] = self.encoder_spec
+        return config
+
+    def describe(self) -> dict[str, Any]:
+        info = self._client._describe(self.name)
+        out: dict[str, Any] = {"name": info.name, "dim": info.dim, "metric": info.metric}
+        out["index"] = info.index
+        if info.encoder:
+            out["encoder"] = info.encoder
+        out.update(count=info.count, bytes_on_disk=info.bytes_on_disk)
+        return out
+
+    def __len__(self) -> int:
+        return int(self._client._describe(self.name).count)
+
+    def __contains__(self, id: object) -> bool:
+        return self.get([str(id)])[0] is not None
+
+    # ---- writes ----------------------------------------------------------------------------
+    def add(
+        self,
+        ids: Any,
+        vectors: Any = None,
+        payloads: Sequence[Any] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+    ) -> None:
+        """Adds new items; fails (changing nothing) if any id exists (see ``Collection.add``)."""
+        self._write(ids, vectors, payloads, texts, add_only=True)
+
+    def upsert(
+        self,
+        ids: Any,
+        vectors: Any = None,
+        payloads: Sequence[Any] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
+    ) -> None:
+        """Adds items, replacing the vector and payload of ids that already exist."""
+        self._write(ids, vectors, payloads, texts, add_only=False)
+
+    def _write(
+        self,
+        ids: Any,
+        vectors: Any,
+        payloads: Sequence[Any] | None,
+        texts: Sequence[str] | None,
+        add_only: bool,
+    ) -> None:
+        if (vectors is None) == (texts is None):
+            raise ValueError("give exactly one of vectors= or texts=")
+        req = pb.UpsertRequest(collection=self.name, ids=_ids(ids), add_only=add_only)
+        if texts is not None:
+            if isinstance(texts, str):
+                raise TypeError("texts must be a list of strings, not one string")
+            req.texts.extend(texts)
+        elif isinstance(vectors, (list, tuple)) and vectors and np.ndim(vectors[0]) == 2:
+            for x in vectors:  # token sets: one (n_i, d) array per id
+                to_multi(x, req.multi_vectors.add())
+        else:
+            x = np.asarray(vectors, dtype=np.float32)
+            if x.ndim == 3:
+                for t in x:
+                    to_multi(t, req.multi_vectors.add())
+            else:
+                for row in x.reshape(len(x), -1) if x.ndim else x.reshape(1, -1):
+                    req.vectors.add().values.extend(row.tolist())
+        if payloads is not None:
+            if isinstance(payloads, (str, bytes, dict)):
+                raise TypeError("payloads must be a list of dicts, one per id")
+            for p in payloads:
+                dict_to_struct(p, req.payloads.add())
+        self._call("Upsert", req)
+
+    def delete(self, ids: Any) -> int:
+        """Deletes the given ids; absent ones are ignored. Returns how many were deleted."""
+        return int(
+            self._call("Delete", pb.DeleteRequest(collection=self.name, ids=_ids(ids))).deleted
+        )
+
+    # ---- reads -----------------------------------------------------------------------------
+    def get(self, ids: Any) -> list[Record | None]:
+        """Stored items for ``ids``, aligned with them; None where an id is absent."""
+        res = self._call("Get", pb.GetRequest(collection=self.name, ids=_ids(ids)))
+        return [record_from(r) for r in res.records]
+
+    def search(
+        self, vector: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
+    ) -> list[Hit]:
+        """The k best matches for one query: a text, a (dim,) vector or an (n, dim) token set."""
+        req = pb.SearchRequest(collection=self.name, k=_k(k))
+        set_query(req.query, vector)
+        _filters(req, where, params)
+        return hits_from(self._call("Search", req))
+
+    def search_batch(
+        self, vectors: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
+    ) -> SearchResult:
+        """The k best matches for each of m queries (texts, an (m, dim) array, or token sets)."""
+        req = pb.SearchBatchRequest(collection=self.name, k=_k(k))
+        if _is_texts(vectors):
+            for t in vectors:
+                req.queries.add().text = t
+        elif isinstance(vectors, (list, tuple)) and vectors and np.ndim(vectors[0]) == 2:
+            for x in vectors:
+                set_query(req.queries.add(), np.asarray(x, dtype=np.float32))
+        else:
+            x = np.asarray(vectors, dtype=np.float32)
+            for q in x.reshape(1, -1) if x.ndim == 1 else x:
+                set_query(req.queries.add(), q)
+        _filters(req, where, params)
+        return result_from(self._call("SearchBatch", req), req.k)
+
+
+def _k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if not 0 < k < 2**31:
+        raise ValueError(f"k must be positive, got {k}")
+    return int(k)
+
+
+def _filters(req: Any, where: dict[str, Any] | None, params: dict[str, Any]) -> None:
+    if where is not None:
+        if not isinstance(where, dict):
+            raise TypeError(f"where must be a dict, got {type(where).__name__}")
+        dict_to_struct(where, req.where)
+    if params:
+        dict_to_struct(params, req.params)
