@@ -13,7 +13,8 @@ from .engine import Engine
 
 
 def _info(args: argparse.Namespace) -> int:
-    eng = Engine(args.data)
+    # Read-only: no writer lock, so `info` works while a server holds the collections.
+    eng = Engine(args.data, read_only=True)
     names = [args.collection] if args.collection else eng.list_collections()
     print(json.dumps([eng.open_collection(n).describe() for n in names], indent=2))
     return 0
