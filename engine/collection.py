@@ -4,6 +4,8 @@ directory."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import logging
 import os
 import shutil
@@ -36,6 +38,23 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 WAL_DIR = "wal"
 CHECKPOINT_BYTES = 64 << 20
+
+
+MAX_MARKER_BYTES = 65536
+
+
+def check_marker(marker: Any) -> dict[str, Any]:
+    """A marker: a JSON object (finite numbers) of at most 64 KiB, returned as a deep copy."""
+    if not isinstance(marker, dict):
+        raise TypeError(f"marker must be a dict (a JSON object), got {type(marker).__name__}")
+    try:
+        text = json.dumps(marker, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"marker is not JSON-serialisable: {e}") from None
+    if len(text) > MAX_MARKER_BYTES:
+        raise ValueError(f"marker is {len(text)} bytes of JSON, at most {MAX_MARKER_BYTES}")
+    out: dict[str, Any] = json.loads(text)
+    return out
 
 
 def check_ids(ids: Any) -> list[str]:
@@ -107,6 +126,7 @@ class Collection:
         self._next_label = 0
         self._generation = 0
         self._dirty = False
+        self._marker: dict[str, Any] | None = None
         # Exclusive for writes, shared for reads, "quiesce" (no writers) for checkpoints.
         self._lock = locking.RWLock()
         self._wal: wal.WalWriter | None = None
@@ -178,6 +198,7 @@ class Collection:
         payloads: Sequence[Any] | None = None,
         *,
         texts: Sequence[str] | None = None,
+        marker: dict[str, Any] | None = None,
     ) -> None:
         """Adds new items; fails (changing nothing) if any id already exists.
 
@@ -187,13 +208,15 @@ class Collection:
                 at least one token each); or give ``texts`` to a collection with an encoder.
             payloads: optional n JSON-like dicts.
             texts: n non-empty documents, encoded with the collection's encoder.
+            marker: optional JSON object committed atomically with this write; ``marker``
+                returns the last one committed (see ``set_marker``).
 
         Raises:
             ValueError: on an existing or duplicate id, wrong dimension, NaN/inf, empty batch
                 (or a token set without tokens).
         """
         vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, "add")
-        self._write(ids, vectors, payloads, replace=False)
+        self._write(ids, vectors, payloads, replace=False, marker=marker)
 
     def upsert(
         self,
@@ -202,13 +225,23 @@ class Collection:
         payloads: Sequence[Any] | None = None,
         *,
         texts: Sequence[str] | None = None,
+        marker: dict[str, Any] | None = None,
     ) -> None:
         """Adds items, replacing the vector and payload of ids that already exist."""
         vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, "upsert")
-        self._write(ids, vectors, payloads, replace=True)
+        self._write(ids, vectors, payloads, replace=True, marker=marker)
 
-    def _write(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None, replace: bool) -> None:
+    def _write(
+        self,
+        ids: Any,
+        vectors: Any,
+        payloads: Sequence[Any] | None,
+        replace: bool,
+        marker: dict[str, Any] | None = None,
+    ) -> None:
         keys = check_ids(ids)
+        if marker is not None:
+            marker = check_marker(marker)
         offsets: np.ndarray | None = None
         if self.multi_vector:
             x, offsets = check_token_sets(vectors, self.dim, "vectors")
@@ -221,7 +254,7 @@ class Collection:
         rows = check_payloads(payloads, len(keys))
         self._check_writable()
         lengths = None if offsets is None else np.diff(offsets)
-        body = wal.encode_upsert(keys, x, rows, lengths)
+        body = wal.encode_upsert(keys, x, rows, lengths, marker)
         with self._lock:
             self._check_writable()
             if not replace:
@@ -233,6 +266,30 @@ class Collection:
             seq = self._log(wal.UPSERT, body)
             with self._failing_write():
                 self._apply_upsert(keys, x, rows, schema, offsets)
+            if marker is not None:
+                self._marker = marker
+        self._commit(seq)
+
+    @property
+    def marker(self) -> dict[str, Any] | None:
+        """The last marker committed (by ``set_marker`` or a write's ``marker=``), or None.
+
+        A marker is how a job that feeds a collection resumes exactly: it commits its position
+        in its input with each batch, atomically with the batch (one log record), so after a
+        crash the marker read back names exactly the batches that survived.
+        """
+        return copy.deepcopy(self._marker)
+
+    def set_marker(self, marker: dict[str, Any]) -> None:
+        """Commits ``marker`` (a JSON object of at most 64 KiB) without writing any item."""
+        marker = check_marker(marker)
+        self._check_writable()
+        body = wal.encode_mark(marker)
+        with self._lock:
+            self._check_writable()
+            seq = self._log(wal.MARK, body)
+            self._marker = marker
+            self._dirty = True
         self._commit(seq)
 
     def _apply_upsert(
@@ -505,6 +562,7 @@ class Collection:
                 "files": {n: storage.file_entry(self.path / n) for n in (*data, rows_name)},
                 "versions": ix.base.library_versions(),
                 "wal_seq": seq,
+                "marker": self._marker,
             }
             storage.write_manifest(self.path, MANIFEST, manifest)
             self._generation = gen
@@ -653,6 +711,7 @@ class Collection:
                 "_next_label",
                 "_generation",
                 "_wal_seq",
+                "_marker",
             ):
                 setattr(self, attr, getattr(fresh, attr))
 
@@ -696,6 +755,9 @@ class Collection:
             next_label = int(manifest["next_label"])
             gen = int(manifest["generation"])
             wal_seq = int(manifest.get("wal_seq", 0))
+            marker = manifest.get("marker")
+            if marker is not None and not isinstance(marker, dict):
+                raise ValueError("marker must be an object")
             index_dir = path / str(manifest["index_dir"])
             files = manifest["files"]
             col = cls(path, name, config)
@@ -729,6 +791,7 @@ class Collection:
         col._next_label = next_label
         col._generation = gen
         col._wal_seq = wal_seq
+        col._marker = marker
         col._files_in_use = {*data, rows_name, index_dir.name, MANIFEST, WAL_DIR}
         replayer = Replayer(col)
         state = wal.replay(path / WAL_DIR, wal_seq, col.dim, replayer.add)

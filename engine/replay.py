@@ -30,6 +30,10 @@ class Replayer:
         self.n = 0
 
     def add(self, entry: wal.Entry) -> None:
+        if entry.marker is not None:
+            self.col._marker = entry.marker  # replay stops before a record that does not apply
+        if entry.kind == wal.MARK:
+            return
         if entry.kind == wal.DELETE:
             self.flush()
             self.col._apply_delete(entry.ids)

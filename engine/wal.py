@@ -6,7 +6,7 @@ are little-endian::
 
     offset  size  field
     0       4     magic b"VXW1"
-    4       1     kind: 1 upsert, 2 delete
+    4       1     kind: 1 upsert, 2 delete, 3 mark
     5       3     reserved (zero)
     8       8     seq: 1, 2, 3, ... over the collection's life, never reused
     16      8     body length in bytes
@@ -14,6 +14,10 @@ are little-endian::
     28      4     CRC32 of bytes 0-27 (the header)
     32      ...   body: u32 n, n bytes of JSON {"ids": [...], "dim": d, "payloads": [...]},
                   then for an upsert the vectors, float32 (len(ids), d) in C order
+
+An upsert may carry ``"marker": {...}``, a small JSON object the caller commits atomically with
+the write (``Collection.upsert(marker=...)``: an ingestion job's position in its input); a mark
+record's body is ``{"marker": {...}}`` alone (``Collection.set_marker``).
 
 A multi-vector upsert (token sets) adds ``"lengths": [n_0, n_1, ...]`` (each id's token count, all
 positive) to the JSON, and its vectors are the sets' tokens concatenated: float32 (sum(lengths), d).
@@ -50,7 +54,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"VXW1"
 UPSERT = 1
 DELETE = 2
-KINDS = {UPSERT: "upsert", DELETE: "delete"}
+MARK = 3
+KINDS = {UPSERT: "upsert", DELETE: "delete", MARK: "mark"}
 _HEAD = struct.Struct("<4sB3xQQI")
 _CRC = struct.Struct("<I")
 _U32 = struct.Struct("<I")
@@ -78,8 +83,9 @@ def encode_upsert(
     vectors: np.ndarray,
     payloads: list[dict[str, Any]],
     lengths: np.ndarray | None = None,
+    marker: dict[str, Any] | None = None,
 ) -> bytes:
-    """The body of an upsert record; ``payloads`` are already validated (finite, JSON-like).
+    """The body of an upsert record; ``payloads`` (and ``marker``) are already validated.
 
     For token sets, ``vectors`` holds every set's tokens concatenated and ``lengths`` the token
     count of each id (so ``vectors`` has ``lengths.sum()`` rows)."""
@@ -88,6 +94,8 @@ def encode_upsert(
         meta["lengths"] = [int(n) for n in lengths]
     if any(payloads):
         meta["payloads"] = payloads
+    if marker is not None:
+        meta["marker"] = marker
     head = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
     x = np.ascontiguousarray(vectors, dtype="<f4")
     return b"".join((_U32.pack(len(head)), head, x.tobytes()))
@@ -95,6 +103,11 @@ def encode_upsert(
 
 def encode_delete(ids: list[str]) -> bytes:
     head = json.dumps({"ids": ids}, separators=(",", ":")).encode()
+    return _U32.pack(len(head)) + head
+
+
+def encode_mark(marker: dict[str, Any]) -> bytes:
+    head = json.dumps({"marker": marker}, separators=(",", ":"), allow_nan=False).encode()
     return _U32.pack(len(head)) + head
 
 
@@ -110,6 +123,7 @@ class Entry:
     path: Path
     offset: int
     lengths: np.ndarray | None = None  # token sets: tokens per id (``vectors`` concatenates them)
+    marker: dict[str, Any] | None = None  # the caller's marker committed with this record
 
 
 def _lengths(meta: dict[str, Any], n_ids: int) -> np.ndarray | None:
@@ -125,7 +139,8 @@ def _lengths(meta: dict[str, Any], n_ids: int) -> np.ndarray | None:
     return np.asarray(lengths, dtype=np.int64)
 
 
-def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any]:
+def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any, Any]:
+    """(ids, vectors, payloads, lengths, marker) of a record body."""
     if len(body) < _U32.size:
         raise ValueError("body shorter than its length prefix")
     (n_head,) = _U32.unpack_from(body)
@@ -133,13 +148,22 @@ def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any]
     if end > len(body):
         raise ValueError("JSON header runs past the body")
     meta = json.loads(body[_U32.size : end])
-    ids = meta.get("ids") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError("the JSON header is not an object")
+    marker = meta.get("marker")
+    if marker is not None and not isinstance(marker, dict):
+        raise ValueError("marker must be a JSON object")
+    if kind == MARK:
+        if marker is None or end != len(body):
+            raise ValueError("a mark record holds one marker object and nothing else")
+        return [], None, None, None, marker
+    ids = meta.get("ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise ValueError("ids must be a non-empty list of non-empty strings")
     if kind == DELETE:
         if end != len(body):
             raise ValueError("trailing bytes after a delete")
-        return ids, None, None, None
+        return ids, None, None, None, None
     if meta.get("dim") != dim:
         raise ValueError(f"vectors of dimension {meta.get('dim')!r}, collection has {dim}")
     if len(set(ids)) != len(ids):
@@ -159,7 +183,7 @@ def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any]
         or not all(isinstance(p, dict) for p in payloads)
     ):
         raise ValueError("payloads must be a list of dicts, one per id")
-    return ids, x, payloads, lengths
+    return ids, x, payloads, lengths, marker
 
 
 def _header(kind: int, seq: int, length: int, body_crc: int) -> bytes:
@@ -238,12 +262,12 @@ class _Scan:
                 if kind not in KINDS:
                     raise storage.CorruptFileError(self.path, f"offset {off}: unknown kind {kind}")
                 try:
-                    ids, x, payloads, lengths = _decode(kind, body, self.dim)
+                    ids, x, payloads, lengths, marker = _decode(kind, body, self.dim)
                 except (ValueError, TypeError, UnicodeDecodeError) as e:
                     raise storage.CorruptFileError(
                         self.path, f"offset {off}: undecodable {KINDS[kind]} record: {e}"
                     ) from None
-                yield Entry(seq, kind, ids, x, payloads, self.path, off, lengths)
+                yield Entry(seq, kind, ids, x, payloads, self.path, off, lengths, marker)
                 off = self.good_end = end
 
     def valid_record_after(self, offset: int) -> bool:

@@ -130,6 +130,60 @@ def test_add_is_validated_before_it_is_logged(tmp_path):
     assert [p.stat().st_size for p in segments(col.path)] == before  # nothing logged
 
 
+def test_marker_commits_with_its_write_and_survives_crash_and_checkpoint(tmp_path):
+    eng = Engine(tmp_path / "data")
+    col = eng.create_collection("c", dim=DIM, index="flat")
+    assert col.marker is None
+    col.upsert(["a"], vecs(1, 0), marker={"rows": 1, "input": "x.parquet"})
+    col.add(["b"], vecs(1, 1))  # no marker: the last one stays
+    col.set_marker({"rows": 5, "done": True})
+    got = col.marker
+    got["rows"] = 99  # a copy
+    assert col.marker == {"rows": 5, "done": True}
+    # Replayed from the log alone (no checkpoint), then from a checkpoint.
+    crashed = Engine(crash_copy(tmp_path / "data", tmp_path / "crashed")).open_collection("c")
+    assert crashed.marker == {"rows": 5, "done": True} and len(crashed) == 2
+    col.flush()
+    assert json.loads((col.path / MANIFEST).read_text())["marker"] == {"rows": 5, "done": True}
+    col.upsert(["c"], vecs(1, 2), marker={"rows": 6})
+    eng.close()
+    again = Engine(tmp_path / "data").open_collection("c")
+    assert again.marker == {"rows": 6} and len(again) == 3
+
+
+def test_marker_is_checked_and_a_bad_write_commits_no_marker(tmp_path):
+    col = Engine(tmp_path / "data").create_collection("c", dim=DIM, index="flat")
+    col.set_marker({"rows": 1})
+    for bad, err in (
+        ([1], TypeError),
+        ({"x": float("nan")}, ValueError),
+        ({"x": object()}, ValueError),
+        ({"x": "y" * 70000}, ValueError),
+    ):
+        with pytest.raises(err, match="marker"):
+            col.set_marker(bad)
+    with pytest.raises(ValueError, match="dimension"):
+        col.upsert(["a"], np.ones((1, DIM + 1)), marker={"rows": 2})
+    col.add(["a"], vecs(1, 0))
+    with pytest.raises(ValueError, match="already exists"):
+        col.add(["a"], vecs(1, 0), marker={"rows": 3})
+    assert col.marker == {"rows": 1}
+
+
+def test_mark_record_round_trip(tmp_path):
+    w = wal.WalWriter(tmp_path, wal.LogState(next_seq=1), sync=True)
+    w.append(wal.MARK, wal.encode_mark({"rows": 3}))
+    w.append(wal.UPSERT, wal.encode_upsert(["a"], vecs(1, 0), [{}], marker={"rows": 4}))
+    w.wait(2)
+    w.close()
+    got: list[wal.Entry] = []
+    wal.replay(tmp_path, 0, DIM, got.append)
+    assert [(e.kind, e.ids, e.marker) for e in got] == [
+        (wal.MARK, [], {"rows": 3}),
+        (wal.UPSERT, ["a"], {"rows": 4}),
+    ]
+
+
 # ---- checkpoints -----------------------------------------------------------------------------
 def test_checkpoint_rotates_the_log_and_records_its_position(tmp_path):
     eng = Engine(tmp_path / "data")
