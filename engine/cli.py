@@ -7,16 +7,164 @@ import json
 import logging
 import os
 import sys
+import time
+from typing import Any
 
 from . import demo
 from .engine import Engine
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return ""  # pragma: no cover
 
 
 def _info(args: argparse.Namespace) -> int:
     # Read-only: no writer lock, so `info` works while a server holds the collections.
     eng = Engine(args.data, read_only=True)
     names = [args.collection] if args.collection else eng.list_collections()
-    print(json.dumps([eng.open_collection(n).describe() for n in names], indent=2))
+    rows = []
+    for n in names:
+        col = eng.open_collection(n)
+        d = col.describe()
+        state = (col.marker or {}).get("ingest")
+        if isinstance(state, dict):
+            d["last_index_run"] = {
+                "input": state.get("run", {}).get("input", {}).get("path"),
+                "rows": state.get("rows"),
+                "done": state.get("done"),
+            }
+        rows.append(d)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no collections in {args.data}")
+    for d in rows:
+        kind = "multi-vector" if d.get("multi_vector") else "vectors"
+        print(f"{d['name']}: {d['count']:,} items, {_size(d['bytes_on_disk'])} on disk")
+        print(f"  dim {d['dim']} ({kind}), metric {d['metric']}, index {d['index']}")
+        print(f"  encoder {d.get('encoder') or '(none: vectors given directly)'}")
+        run = d.get("last_index_run")
+        if run:
+            status = "complete" if run["done"] else f"unfinished at row {run['rows']:,}"
+            print(f"  last `vecdex index`: {run['input']} ({status})")
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .ingest import IngestInterrupted, MalformedInputError, Report, ingest
+
+    bar: Any = None
+
+    def progress(r: Report) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(
+                total=r.total_rows,
+                initial=r.resumed_from,
+                unit="doc",
+                desc=f"indexing {args.collection}",
+                dynamic_ncols=True,
+            )
+        bar.update(r.resumed_from + r.rows - bar.n)
+        bar.set_postfix(written=r.added, skipped=r.skipped, refresh=False)
+
+    with Engine(args.data) as eng:
+        try:
+            report = ingest(
+                eng,
+                args.input,
+                args.collection,
+                format=args.format,
+                encoder=args.encoder,
+                vector_column=args.vector_column,
+                index=args.index,
+                metric=args.metric,
+                id_column=args.id_column,
+                text_columns=args.text_column,
+                payload_columns=args.payload_columns,
+                store_text=not args.no_store_text,
+                batch_size=args.batch_size,
+                on_error=args.on_error,
+                upsert=args.upsert,
+                overwrite=args.overwrite,
+                progress=progress,
+            )
+        except MalformedInputError as e:
+            for b in e.bad:
+                print(f"vecdex: malformed: {b}", file=sys.stderr)
+            if e.total > len(e.bad):
+                print(f"vecdex: ... {e.total - len(e.bad)} more", file=sys.stderr)
+            print(
+                f"vecdex: error: {e.total} malformed rows; nothing was written. Fix the input, "
+                "or pass --on-error skip to index the other rows",
+                file=sys.stderr,
+            )
+            return 2
+        except IngestInterrupted as e:
+            if bar is not None:
+                bar.close()
+            print(f"vecdex: {e}", file=sys.stderr)
+            return 130
+        finally:
+            if bar is not None:
+                bar.close()
+    if not args.quiet:
+        for b in report.errors:
+            print(f"skipped {b}", file=sys.stderr)
+        if report.skipped > len(report.errors):
+            print(f"skipped ... {report.skipped - len(report.errors)} more", file=sys.stderr)
+        print(report.summary())
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report.as_dict(), f, indent=2)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    eng = Engine(args.data, read_only=True)
+    col = eng.open_collection(args.collection)
+    where = None
+    if args.where:
+        try:
+            where = json.loads(args.where)
+        except ValueError as e:
+            raise ValueError(f"--where is not JSON: {e}") from None
+    query: Any = args.query
+    if args.vector:
+        try:
+            query = json.loads(args.query)
+        except ValueError as e:
+            raise ValueError(f"--vector: the query is not a JSON list of numbers: {e}") from None
+    elif col.encoder_spec is None:
+        raise ValueError(
+            f"collection {args.collection!r} has no encoder: pass the query as a JSON vector "
+            "with --vector"
+        )
+    params = {}
+    for p in args.param or []:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise ValueError(f"--param takes NAME=VALUE, got {p!r}")
+        params[key] = float(value) if "." in value else int(value)
+    t0 = time.perf_counter()
+    hits = col.search(query, k=args.k, where=where, **params)
+    ms = (time.perf_counter() - t0) * 1000
+    if args.json:
+        print(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits]))
+        return 0
+    for rank, h in enumerate(hits, start=1):
+        shown = ", ".join(f"{k}={str(v)[:80]!s}" for k, v in h.payload.items())
+        print(f"{rank:>3}. {h.score:.4f}  {h.id}  {shown}")
+    print(f"{len(hits)} hits in {ms:.1f} ms (encoder and search)", file=sys.stderr)
     return 0
 
 
@@ -141,7 +289,46 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe the collections in a data directory")
     i.add_argument("--data", required=True)
     i.add_argument("--collection")
+    i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_info)
+
+    x = sub.add_parser(
+        "index",
+        help="index a Parquet / JSONL / CSV file or a BEIR directory (streamed, resumable)",
+        description="Streams INPUT into a collection (created when absent). Killed or "
+        "interrupted, the same command continues from the last committed batch.",
+    )
+    x.add_argument("input", help="a file, a directory of same-format files, or a BEIR directory")
+    x.add_argument("--data", required=True, help="the data directory")
+    x.add_argument("--collection", required=True)
+    x.add_argument("--format", choices=["parquet", "jsonl", "csv", "beir"], help="else by name")
+    what = x.add_mutually_exclusive_group()
+    what.add_argument("--encoder", help="encode texts with it (default: 'default', MiniLM)")
+    what.add_argument("--vector-column", help="precomputed vectors (list column)")
+    x.add_argument("--index", help="index spec for a new collection (default hnsw / muvera)")
+    x.add_argument("--metric", choices=["cosine", "ip", "l2"], help="for a new collection")
+    x.add_argument("--id-column", help="default: id, _id, doc_id or docid")
+    x.add_argument("--text-column", nargs="+", help="joined with a space (default title text)")
+    x.add_argument("--payload-columns", nargs="+", help="stored with each item")
+    x.add_argument("--no-store-text", action="store_true", help="do not keep the texts")
+    x.add_argument("--batch-size", type=int, help="rows per batch (256 texts, 8192 vectors)")
+    x.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="malformed rows")
+    x.add_argument("--upsert", action="store_true", help="existing ids are replaced")
+    x.add_argument("--overwrite", action="store_true", help="drop the collection first")
+    x.add_argument("--report", help="write the final report as JSON here")
+    x.add_argument("--quiet", action="store_true", help="no progress bar or report")
+    x.set_defaults(func=_index)
+
+    q = sub.add_parser("search", help="query a collection")
+    q.add_argument("query", help="query text (or a JSON vector with --vector)")
+    q.add_argument("--data", required=True)
+    q.add_argument("--collection", required=True)
+    q.add_argument("-k", type=int, default=10)
+    q.add_argument("--where", help='payload filter as JSON, e.g. \'{"year": {"$gte": 2020}}\'')
+    q.add_argument("--vector", action="store_true", help="the query is a JSON list of numbers")
+    q.add_argument("--param", nargs="+", help="index search parameters, e.g. ef=256")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_search)
     e = sub.add_parser("eval", help="nDCG@10 / recall@100 / MRR@10 on a BEIR directory")
     e.add_argument("beir_dir")
     e.add_argument("--split", default="test")

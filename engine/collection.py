@@ -830,7 +830,13 @@ class Collection:
     def describe(self) -> dict[str, Any]:
         """Name, config, count and bytes on disk, as ``vecdex info`` prints it."""
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        return {"name": self.name, **self.config(), "count": len(self), "bytes_on_disk": size}
+        return {
+            "name": self.name,
+            **self.config(),
+            "multi_vector": self.multi_vector,
+            "count": len(self),
+            "bytes_on_disk": size,
+        }
 
 
 def remove_tree(path: Path) -> None:

@@ -16,7 +16,7 @@ def test_demo_indexes_searches_and_reopens(tmp_path, capsys):
     assert "identical results: True" in out
     recall = float(out.split("recall@10 vs exact ")[1].split(";")[0])
     assert recall >= 0.95  # 0.994 observed
-    assert cli.main(["info", "--data", str(tmp_path), "--collection", "sample"]) == 0
+    assert cli.main(["info", "--data", str(tmp_path), "--collection", "sample", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info[0]["count"] == 300 and info[0]["index"].startswith("hnsw:")
 
