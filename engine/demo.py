@@ -90,9 +90,10 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str
     t_search = time.perf_counter() - t0
     # The exact oracle over the same stored vectors.
     ids = sorted(col._label_of)
-    exact = eng.create_collection("sample-exact", dim=col.dim, index="flat", exist_ok=True)
-    if len(exact) == 0:
-        exact.add(ids, np.stack([r.vector for r in col.get(ids)]))
+    if "sample-exact" in eng.list_collections():
+        eng.drop_collection("sample-exact")
+    exact = eng.create_collection("sample-exact", dim=col.dim, index="flat")
+    exact.add(ids, np.stack([r.vector for r in col.get(ids) if r is not None]))
     oracle = exact.search_batch(q_vecs, k=10)
     recall = float(
         np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.ids, oracle.ids, strict=True)])
