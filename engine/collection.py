@@ -270,6 +270,16 @@ class Collection:
                 self._marker = marker
         self._commit(seq)
 
+    def reserve(self, n: int) -> None:
+        """A hint that the collection will hold about ``n`` items (a bulk load knows): the
+        vector store and the index allocate once instead of growing by copying."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"reserve takes a non-negative item count, got {n!r}")
+        with self._lock:
+            if isinstance(self._index, ix.Index):
+                self._vectors.reserve(int(n))
+                self._index.reserve(int(n))
+
     @property
     def marker(self) -> dict[str, Any] | None:
         """The last marker committed (by ``set_marker`` or a write's ``marker=``), or None.
@@ -587,6 +597,10 @@ class Collection:
         schema = pa.schema(
             [pa.field("_label", pa.int64()), pa.field("_id", pa.string()), *self._payloads.schema]
         )
+        if not len(self._payloads.schema):  # no payloads: columns straight from the arrays
+            return pa.table(
+                [pa.array(labels, pa.int64()), pa.array(ids, pa.string())], schema=schema
+            )
         rows = [
             {"_label": lab, "_id": i, **get(lab)}
             for lab, i in zip(labels.tolist(), ids, strict=True)

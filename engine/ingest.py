@@ -98,6 +98,9 @@ class Report:
     seconds: float = 0.0
     count: int = 0  # items in the collection at the end
     bytes_on_disk: int = 0
+    # Seconds each stage worked, and the encoding stage's waits: on the reader ("starved") and
+    # on the writer ("blocked"); with overlap, the sum of stages exceeds ``seconds``.
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def docs_per_s(self) -> float:
@@ -710,21 +713,31 @@ class _Pipeline:
                 if self.writer_error is not None:
                     raise self.writer_error from None
 
+    def _time(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        stages = self.report.stages
+        stages[stage] = stages.get(stage, 0.0) + now - since
+        return now
+
     def _read(self) -> None:
         try:
-            for chunk in self.source.chunks(
+            chunks = self.source.chunks(
                 self.plan.columns(),
                 self.batch_size,
                 skip=self.report.resumed_from,
                 strings=self.plan.strings(),
-            ):
+            )
+            t = time.perf_counter()
+            for chunk in chunks:
                 batch = _check_chunk(
                     chunk, self.plan, self.col.dim, self._exists, self.col.multi_vector
                 )
                 with self.pending_lock:
                     self.pending[batch.start] = set(batch.ids)
+                self._time("read", t)
                 if not self._put(self.checked, batch):
                     return
+                t = time.perf_counter()
             self._put(self.checked, _END)
         except BaseException as e:  # handed to the caller's thread
             self._put(self.checked, _Failed(e))
@@ -757,6 +770,7 @@ class _Pipeline:
         self.skipped += len(batch.bad)
         self.added += len(batch.ids)
         marker = self._state(batch.end, done=False)
+        t = time.perf_counter()
         try:
             if batch.ids:
                 col.upsert(batch.ids, batch.vectors, batch.payloads, marker=marker)
@@ -764,6 +778,7 @@ class _Pipeline:
                 col.set_marker(marker)
         except (TypeError, ValueError) as e:
             raise ValueError(f"rows {batch.start + 1}-{batch.end}: {e}") from None
+        self._time("write", t)
         self.rows_done = batch.end
         with self.pending_lock:
             self.pending.pop(batch.start, None)
@@ -791,7 +806,9 @@ class _Pipeline:
         if batch.texts is not None and batch.ids:
             enc = self.col.encoder
             assert enc is not None
+            t = time.perf_counter()
             batch.vectors = enc.encode_documents(batch.texts)
+            self._time("encode", t)
             if enc.multi_vector:
                 self.bytes_per_item = max(
                     self.bytes_per_item,
@@ -804,6 +821,8 @@ class _Pipeline:
         col = self.col
         durability = col.durability
         col.durability = "none"
+        if self.report.total_rows:
+            col.reserve(len(col) + max(0, self.report.total_rows - self.report.resumed_from))
         reader = threading.Thread(target=self._read, name="vecdex-ingest-read", daemon=True)
         writer = threading.Thread(target=self._write, name="vecdex-ingest-write", daemon=True)
         reader.start()
@@ -811,15 +830,20 @@ class _Pipeline:
         finished = False
         try:
             while True:
+                t = time.perf_counter()
                 item = self._get(self.checked)
+                self._time("encode_starved", t)
                 if item is _END:
                     break
                 if isinstance(item, _Failed):
                     raise item.error
                 if item.bad and self.on_error == "fail":
                     raise MalformedInputError(item.bad, len(item.bad))
-                if not self._put(self.encoded, self._encode(item)):
+                item = self._encode(item)
+                t = time.perf_counter()
+                if not self._put(self.encoded, item):
                     break
+                self._time("encode_blocked", t)
             finished = True
         except KeyboardInterrupt:
             self._drain(writer)
@@ -837,7 +861,9 @@ class _Pipeline:
         if self.writer_error is not None:
             raise self.writer_error
         col.set_marker(self._state(self.rows_done, done=True))
+        t = time.perf_counter()
         col.flush()
+        self._time("checkpoint", t)
         r = self.report
         r.seconds = time.perf_counter() - self.t0
         r.count = len(col)

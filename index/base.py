@@ -111,6 +111,11 @@ class Index(ABC):
             raise ValueError(f"label {int(lab[present][0])} is already in the index")
         self._add(prepare(x, self.metric), lab)
 
+    def reserve(self, n: int) -> None:
+        """A hint that the index will hold about ``n`` items: indexes that grow by copying
+        (flat rows, the hnswlib graph) allocate once. Unused room costs address space, not
+        memory, until written. The default does nothing."""
+
     def remove(self, labels: Any) -> int:
         """Removes the given labels; absent ones are ignored. Returns how many were removed."""
         lab = np.unique(np.asarray(labels, dtype=np.int64).reshape(-1))

@@ -46,6 +46,9 @@ class FlatIndex(Index):
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         return self._store.x[self._store.row_of(labels)]
 
+    def reserve(self, n: int) -> None:
+        self._store.reserve(int(n))
+
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         self._store.append(x, labels)
 

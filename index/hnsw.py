@@ -69,6 +69,11 @@ class HNSWIndex(Index):
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         return np.asarray(self._g.get_items(labels, return_type="numpy"), dtype=np.float32)
 
+    def reserve(self, n: int) -> None:
+        with self._lock:
+            if n > self._g.get_max_elements():
+                self._g.resize_index(int(n))
+
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         with self._lock:
             x, rest = self._revive(x, labels)

@@ -34,15 +34,21 @@ class RowStore:
     def has_dead(self) -> bool:
         return len(self.rows) < self.n
 
+    def reserve(self, rows: int) -> None:
+        """Makes room for ``rows`` rows in all, so appends up to that size copy nothing."""
+        if rows <= self.x.shape[0]:
+            return
+        # np.empty: capacity not yet written takes no memory (pages are touched on write).
+        for name in ("x", "lab", "alive"):
+            old = getattr(self, name)
+            new = np.empty((rows, *old.shape[1:]), dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
     def append(self, x: np.ndarray, labels: np.ndarray) -> None:
         need = self.n + x.shape[0]
         if need > self.x.shape[0]:
-            cap = max(need, 2 * self.x.shape[0], 1024)
-            for name, fill in (("x", 0.0), ("lab", -1), ("alive", False)):
-                old = getattr(self, name)
-                new = np.full((cap, *old.shape[1:]), fill, dtype=old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(self, name, new)
+            self.reserve(max(need, 2 * self.x.shape[0], 1024))
         self.x[self.n : need] = x
         self.lab[self.n : need] = labels
         self.alive[self.n : need] = True

@@ -261,3 +261,25 @@ def test_bad_searches(eng):
         col.search(x[0], k=1, where={"lang": {"$regex": "e.*"}})
     with pytest.raises(TypeError, match="where must be a dict"):
         col.search(x[0], k=1, where=[("lang", "en")])
+
+
+@pytest.mark.parametrize("spec", ["flat", "hnsw", "ivf:nlist=4"])
+def test_reserve_allocates_ahead_and_changes_no_result(tmp_path, spec):
+    x = np.random.default_rng(5).standard_normal((300, 8)).astype(np.float32)
+    eng = Engine(tmp_path / "data")
+    a = eng.create_collection("a", dim=8, index=spec)
+    b = eng.create_collection("b", dim=8, index=spec)
+    b.reserve(5000)
+    with pytest.raises(ValueError, match="reserve"):
+        b.reserve(-1)
+    for col in (a, b):
+        for i in range(0, 300, 70):
+            col.add([f"d{j}" for j in range(i, min(i + 70, 300))], x[i : i + 70])
+    assert b._vectors.x.shape[0] == 5000 and len(b) == 300
+    if spec == "hnsw":
+        assert b._index._g.get_max_elements() >= 5000
+    ra, rb = a.search_batch(x[:20], k=5), b.search_batch(x[:20], k=5)
+    assert (ra.ids == rb.ids).all()
+    b.flush()
+    again = Engine(tmp_path / "data").open_collection("b")
+    assert (again.search_batch(x[:20], k=5).ids == rb.ids).all()

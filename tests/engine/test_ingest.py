@@ -441,6 +441,7 @@ def test_cli_index_search_and_info(tmp_path, tiny_st_dir, capsys):
     assert "indexed 30 items from 30 rows" in out and "MB on disk" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["added"] == 30 and report["format"] == "beir" and report["docs_per_s"] > 0
+    assert {"read", "encode", "write", "checkpoint"} <= set(report["stages"])
     assert cli.main(args) == 0 and "nothing to do" in capsys.readouterr().out
 
     q = rows[4]["text"]
