@@ -476,3 +476,31 @@ def test_cli_search_a_vector_collection(tmp_path, capsys):
     assert "has no encoder" in capsys.readouterr().err
     assert cli.main([*base, "--vector", json.dumps(x[3].tolist()), "--json", "-k", "1"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["id"] == "v3"
+
+
+def test_multi_vector_collections_from_texts_and_from_token_lists(tmp_path, tiny_bert_dir):
+    from encoders import TokenEncoder
+
+    enc_dir = tmp_path / "token-encoder"
+    TokenEncoder(tiny_bert_dir, dim=16, doc_max_len=64, query_len=16).save(enc_dir)
+    rows = docs(12)
+    write_jsonl(tmp_path / "t.jsonl", rows)
+    eng = Engine(tmp_path / "data")
+    report = ingest(eng, tmp_path / "t.jsonl", "late", encoder=str(enc_dir), batch_size=5)
+    col = eng.open_collection("late")
+    assert report.added == 12 and col.multi_vector and col.index_spec.startswith("muvera")
+    assert col.search(rows[3]["title"] + " " + rows[3]["text"], k=1)[0].id == "doc3"
+
+    rng = np.random.default_rng(0)
+    sets = [rng.standard_normal((int(rng.integers(1, 6)), 4)).round(4) for _ in range(20)]
+    lines = [{"id": f"s{i}", "tokens": s.tolist()} for i, s in enumerate(sets)]
+    lines[7]["tokens"] = [[1.0, 2.0, 3.0]]  # tokens of the wrong width
+    write_jsonl(tmp_path / "s.jsonl", lines)
+    args = dict(vector_column="tokens", index="muvera:inner=flat", batch_size=6)
+    with pytest.raises(MalformedInputError, match=r"row 8 \(line 8\) id 's7': token set of shape"):
+        ingest(eng, tmp_path / "s.jsonl", "sets", **args)
+    report = ingest(eng, tmp_path / "s.jsonl", "sets", on_error="skip", **args)
+    col = eng.open_collection("sets")
+    assert report.added == 19 and col.multi_vector and col.dim == 4
+    np.testing.assert_allclose(col.get(["s3"])[0].vector, sets[3], atol=1e-6)
+    assert col.search(sets[3], k=1)[0].id == "s3"
