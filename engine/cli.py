@@ -75,7 +75,7 @@ def _index(args: argparse.Namespace) -> int:
                 dynamic_ncols=True,
             )
         bar.update(r.resumed_from + r.rows - bar.n)
-        bar.set_postfix(written=r.added, skipped=r.skipped, refresh=False)
+        bar.set_postfix(written=f"{r.added:,}", skipped=f"{r.skipped:,}", refresh=False)
 
     with Engine(args.data) as eng:
         try:

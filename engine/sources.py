@@ -1,6 +1,8 @@
 """Inputs for ``vecdex index``: Parquet, JSONL, CSV and BEIR directories, read in streaming chunks.
 
-Parquet and CSV go through ``pyarrow.dataset`` (one file or a directory of them); JSONL is read
+Parquet is read row group by row group (``pyarrow.parquet``, one file or a directory of them, no
+pre-buffering) and CSV through ``pyarrow.dataset``; the schema and row counts come from
+``pyarrow.dataset``; JSONL is read
 line by line, so that a line that is not valid JSON is a malformed row with its line number rather
 than an error that ends the whole read (pyarrow's JSON reader also refuses a column whose type
 changes between rows, e.g. ids given as numbers in some rows and strings in others). A BEIR
@@ -23,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 FORMATS = ("parquet", "jsonl", "csv", "beir")
 _SUFFIXES = {
@@ -188,19 +191,16 @@ class Source:
     def _arrow_chunks(
         self, columns: list[str], batch_size: int, skip: int, strings: list[str]
     ) -> Iterator[Chunk]:
-        paths = [str(p) for p in self.files]
-        fmt: Any = "parquet" if self.format == "parquet" else self._csv_format(strings)
         try:
-            dataset = ds.dataset(paths, format=fmt)
-            missing = [c for c in columns if c not in dataset.schema.names]
+            names = self._dataset().schema.names if self.format == "csv" else None
+            if names is None:
+                names = pq.read_schema(self.files[0]).names
+            missing = [c for c in columns if c not in names]
             if missing:
-                raise InputError(
-                    f"{self.path}: no column {missing[0]!r} (columns: {dataset.schema.names})"
-                )
-            batches = dataset.to_batches(columns=columns, batch_size=max(batch_size, 1024))
+                raise InputError(f"{self.path}: no column {missing[0]!r} (columns: {names})")
             pending: list[pa.RecordBatch] = []
             have, start = 0, 0
-            for batch in batches:
+            for batch in self._batches(columns, max(batch_size, 1024), strings):
                 pending.append(batch)
                 have += batch.num_rows
                 while have >= batch_size:
@@ -216,6 +216,25 @@ class Source:
                     yield self._arrow_chunk(start, table, columns)
         except pa.ArrowException as e:
             raise InputError(f"{self.path}: cannot read as {self.format}: {e}") from None
+
+    def _batches(
+        self, columns: list[str], batch_size: int, strings: list[str]
+    ) -> Iterator[pa.RecordBatch]:
+        if self.format == "csv":
+            dataset = ds.dataset([str(p) for p in self.files], format=self._csv_format(strings))
+            yield from dataset.to_batches(
+                columns=columns, batch_size=batch_size, batch_readahead=2, fragment_readahead=1
+            )
+            return
+        # Parquet, file by file and row group by row group, without pre-buffering: resident
+        # memory stays at a few row groups (pyarrow.dataset's scanner decodes far ahead: +110 MB
+        # scanning a 176 MB file, against +55 MB here).
+        for path in self.files:
+            with pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20) as f:
+                missing = [c for c in columns if c not in f.schema_arrow.names]
+                if missing:
+                    raise InputError(f"{path}: no column {missing[0]!r}")
+                yield from f.iter_batches(batch_size=batch_size, columns=columns)
 
     def _arrow_chunk(self, start: int, table: pa.Table, columns: list[str]) -> Chunk:
         cols = {c: table.column(c).combine_chunks() for c in columns}
