@@ -23,10 +23,15 @@ DOC_MARKER = "[unused1]"
 class TokenEncoder(Encoder):
     """One normalised vector per token (late interaction, scored by MaxSim / Chamfer).
 
-    Queries get a ``[Q]`` marker after ``[CLS]`` and are padded with ``[MASK]`` to ``query_len``
-    (ColBERT's query augmentation); documents get a ``[D]`` marker, are cut at ``doc_max_len``
-    tokens, and drop punctuation and padding tokens (the skip-list). The projection starts as a
-    seeded random orthogonal map (identity when ``dim`` equals the hidden size) until trained.
+    Queries get a ``[Q]`` marker after ``[CLS]`` and are cut at ``query_len`` tokens; documents
+    get a ``[D]`` marker, are cut at ``doc_max_len`` tokens, and drop punctuation and padding
+    tokens (the skip-list). The projection starts as a seeded random orthogonal map (identity
+    when ``dim`` equals the hidden size) until trained.
+
+    ``query_augment=True`` pads queries with ``[MASK]`` to ``query_len`` (ColBERT's query
+    augmentation). It is off by default: the ``[MASK]`` states of a model never trained with them
+    are noise that every MaxSim sum picks up. On SciFact (exact MaxSim, untrained MiniLM, 128-d)
+    it drops nDCG@10 from 0.696 to 0.560; turn it on only for a model trained with it.
 
     Example:
         >>> enc = TokenEncoder("default", dim=128)
@@ -45,7 +50,7 @@ class TokenEncoder(Encoder):
         query_len: int = 32,
         doc_max_len: int = 256,
         markers: bool = True,
-        query_augment: bool = True,
+        query_augment: bool = False,
         batch_size: int = 32,
         seed: int = 0,
         projection: torch.Tensor | None = None,

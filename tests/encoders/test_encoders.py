@@ -60,9 +60,20 @@ def test_token_encoder_shapes_markers_skiplist(tiny_bert_dir):
     for d in docs:
         np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, rtol=1e-5)
     q = enc.encode_queries(["cat?"])
-    assert q[0].shape == (12, 16)  # padded with [MASK] to query_len
+    assert q[0].shape == (5, 16)  # [CLS] [Q] cat ? [SEP]: no [MASK] padding by default
     batch = enc.tokenize(["cat?"], True)
     assert batch["input_ids"][0, 1] == enc._q_marker
+
+
+def test_token_query_augmentation_is_opt_in(tiny_bert_dir, tmp_path):
+    enc = TokenEncoder(tiny_bert_dir, dim=16, query_len=12, query_augment=True)
+    assert enc.encode_queries(["cat?"])[0].shape == (12, 16)  # padded with [MASK] to query_len
+    ids = enc.tokenize(["cat?"], True)["input_ids"][0]
+    assert (ids[5:] == enc.tokenizer.mask_token_id).all()
+    enc.save(tmp_path / "aug")
+    again = encoders.load(str(tmp_path / "aug"))
+    assert isinstance(again, TokenEncoder) and again.query_augment
+    assert not encoders.load(f"token:base={tiny_bert_dir},dim=16").query_augment
 
 
 def test_token_save_load_identical(tiny_bert_dir, tmp_path):
