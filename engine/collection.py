@@ -21,7 +21,7 @@ import encoders
 import index as ix
 from index import storage
 from index.labelmap import RowStore
-from index.tokens import check_token_sets
+from index.tokens import TokenStore, check_token_sets
 from index.validate import check_k, check_vectors
 
 from . import encoding, locking, persist, wal
@@ -31,7 +31,6 @@ from .persist import FORMAT_VERSION as FORMAT_VERSION
 from .persist import READABLE_FORMATS as READABLE_FORMATS
 from .replay import Replayer
 from .results import Hit, Record, SearchResult
-from .tokenrows import TokenRows
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,8 @@ class Collection:
         self.encoder_spec: str | None = config.get("encoder")
         self._encoder: encoders.Encoder | None = None
         self._vectors = RowStore(self.dim)  # single-vector collections
-        self._tokens = TokenRows(self.dim)  # multi-vector collections
+        # Multi-vector collections: the tokens as written (the index keeps float16 copies).
+        self._tokens = TokenStore(self.dim, dtype=np.float32)
         self._payloads = PayloadStore()
         self._label_of: dict[str, int] = {}
         self._id_of = np.empty(0, dtype=object)
@@ -795,7 +795,7 @@ class Collection:
         table, labels, ids = persist.load_rows(path / rows_name, count, next_label)
         col._index = persist.load_index(index_dir, col.index_spec, col.dim, count, labels)
         if col.multi_vector:
-            col._tokens.load(tokens, offsets, labels)
+            col._tokens.install(tokens, offsets, labels)
         else:
             col._vectors.load(x, labels)
         col._payloads.load(labels, table)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from index import storage
+from index.tokens import offsets_of
 
 from . import wal
-from .tokenrows import offsets_of
 
 if TYPE_CHECKING:
     from .collection import Collection

@@ -115,6 +115,7 @@ class Index(ABC):
         """A hint that the index will hold about ``n`` items: indexes that grow by copying
         (flat rows, the hnswlib graph) allocate once. Unused room costs address space, not
         memory, until written. The default does nothing."""
+        return
 
     def remove(self, labels: Any) -> int:
         """Removes the given labels; absent ones are ignored. Returns how many were removed."""

@@ -134,8 +134,19 @@ def ball_carve(
     return np.ascontiguousarray(carved, dtype=np.float32), new_off
 
 
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """Offsets (n + 1,) int64 of sets with the given token counts."""
+    offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 class TokenStore:
-    """Token sets stored contiguously as float16 with int64 offsets, keyed by label.
+    """Token sets stored contiguously (float16 by default) with int64 offsets, keyed by label.
+
+    Multi-vector indexes keep float16, normalised tokens for scoring; a multi-vector collection
+    keeps a float32 store of the tokens exactly as written (``dtype=np.float32``: what ``get``
+    returns and what its checkpoint writes).
 
     Removals tombstone a set; the store compacts itself once dead tokens pass a quarter of it.
     After ``load`` the tokens are a read-only memory map; the first ``append`` after that copies
@@ -144,9 +155,10 @@ class TokenStore:
 
     FILES = ("tokens.npy", "offsets.npy", "labels.npy")
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, dtype: type[np.floating] = np.float16) -> None:
         self.dim = dim
-        self.tokens: np.ndarray = np.empty((0, dim), dtype=np.float16)
+        self.dtype = dtype
+        self.tokens: np.ndarray = np.empty((0, dim), dtype=dtype)
         self.offsets = np.zeros(1, dtype=np.int64)
         self.lab = np.empty(0, dtype=np.int64)
         self.alive = np.empty(0, dtype=bool)
@@ -178,17 +190,29 @@ class TokenStore:
     def has_dead(self) -> bool:
         return len(self.rows) < self.n
 
+    def get(self, label: int) -> np.ndarray:
+        """A float32 copy of the (n_i, dim) tokens of a live label."""
+        row = self.rows[label]
+        return np.array(self.tokens[self.offsets[row] : self.offsets[row + 1]], dtype=np.float32)
+
+    def live(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(tokens, offsets, labels)`` of the live sets in row order (views when none is
+        dead, copies otherwise; nothing is compacted, so readers may go on)."""
+        if not self.has_dead():
+            return self.tokens[: self.n_tokens], self.offsets[: self.n + 1], self.lab[: self.n]
+        keep = np.flatnonzero(self.alive[: self.n])
+        tokens, offsets = self.subset(keep)
+        return tokens, offsets, self.lab[keep].copy()
+
     def view(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(tokens (T, d) float16, offsets (n + 1,))`` of all stored rows, dead ones included."""
+        """``(tokens (T, d), offsets (n + 1,))`` of all stored rows, dead ones included."""
         return self.tokens[: self.n_tokens], self.offsets[: self.n + 1]
 
     def subset(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and offsets of the given rows, packed in that order."""
         starts = self.offsets[rows]
         lens = self.offsets[rows + 1] - starts
-        offsets = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        return self.tokens[ragged_arange(starts, lens)], offsets
+        return self.tokens[ragged_arange(starts, lens)], offsets_of(lens)
 
     # ---- mutation ----------------------------------------------------------------------------
     def append(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
@@ -196,7 +220,7 @@ class TokenStore:
         need_t, need_n = self.n_tokens + t_new, self.n + n_new
         if need_t > self.tokens.shape[0] or not self.tokens.flags.writeable:
             cap = max(need_t, 2 * self.tokens.shape[0], 4096)
-            grown = np.empty((cap, self.dim), dtype=np.float16)
+            grown = np.empty((cap, self.dim), dtype=self.dtype)
             grown[: self.n_tokens] = self.tokens[: self.n_tokens]
             self.tokens = grown
         if need_n > self.lab.shape[0]:
@@ -231,14 +255,16 @@ class TokenStore:
         live = np.flatnonzero(self.alive[: self.n])
         self.tokens, offsets = self.subset(live)
         self.tokens = np.ascontiguousarray(self.tokens)
-        self._install(self.tokens, offsets, self.lab[live].copy())
+        self.install(self.tokens, offsets, self.lab[live].copy())
 
-    def _install(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+    def install(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+        """Takes checked sets as they are (tokens may be a read-only memory map: the first
+        ``append`` copies them)."""
         self.tokens = tokens
-        self.offsets = offsets
-        self.lab = labels
-        self.n = labels.shape[0]
-        self.n_tokens = tokens.shape[0]
+        self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self.lab = np.ascontiguousarray(labels, dtype=np.int64)
+        self.n = self.lab.shape[0]
+        self.n_tokens = int(self.offsets[-1])
         self.alive = np.ones(self.n, dtype=bool)
         self.dead_tokens = 0
         self.rows = dict(zip(labels.tolist(), range(self.n), strict=True))
@@ -281,7 +307,7 @@ class TokenStore:
         for a in range(0, tokens.shape[0], _CHECK_ROWS):
             if not np.isfinite(tokens[a : a + _CHECK_ROWS]).all():
                 raise storage.CorruptFileError(tpath, "contains NaN or inf")
-        self._install(tokens, offsets, labels)
+        self.install(tokens, offsets, labels)
 
 
 def save_npy_replace(path: Path, array: np.ndarray) -> None:
