@@ -40,23 +40,15 @@ def library_versions() -> dict[str, str]:
     }
 
 
-class Index(ABC):
-    """A single-vector index: ``add``, ``remove``, ``search``, ``save``, ``load``.
-
-    Subclasses declare ``kind`` (the spec name), ``config_keys`` with their defaults (the spec's
-    parameters, in canonical order) and ``search_keys`` (parameters ``search`` accepts per call).
-    """
+class Configured:
+    """What single- and multi-vector indexes share: dim, metric and spec parameters, checked
+    against the class's ``config_keys`` (defaults, in canonical order), and the spec string."""
 
     kind: ClassVar[str]
     config_keys: ClassVar[dict[str, Any]] = {}
     search_keys: ClassVar[tuple[str, ...]] = ()
-    # An allowed set at most this large, or at most this fraction of the index, is searched
-    # exactly instead of through the approximate structure (which would starve on it).
-    exact_filter_max: ClassVar[int] = 2048
-    exact_filter_fraction: ClassVar[float] = 0.02
-    _manifest_files: frozenset[str] = frozenset()  # set by load() before _load_files
 
-    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
+    def _configure(self, dim: Any, metric: str | Metric, params: dict[str, Any]) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self.dim = int(dim)
@@ -65,18 +57,23 @@ class Index(ABC):
         if unknown:
             known = ", ".join(self.config_keys) or "none"
             raise ValueError(f"unknown {self.kind} parameter(s) {sorted(unknown)}; known: {known}")
-        self.params = {**self.config_keys, **params}
-        for key, value in self.params.items():
+        out = {**self.config_keys, **params}
+        for key, value in out.items():
             default = self.config_keys[key]
-            if isinstance(default, int) and (
-                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
-            ):
-                raise ValueError(
-                    f"{self.kind} parameter {key} must be a non-negative int, got {value!r}"
-                )
-            self.params[key] = type(default)(value)
+            if isinstance(default, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"{self.kind} parameter {key} must be a string, got {value!r}")
+                out[key] = value.strip().lower()
+            elif isinstance(default, int) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                    raise ValueError(
+                        f"{self.kind} parameter {key} must be a non-negative int, got {value!r}"
+                    )
+                out[key] = int(value)
+            else:
+                out[key] = type(default)(value)
+        self.params = out
 
-    # ---- description -------------------------------------------------------------------------
     @property
     def spec(self) -> str:
         """The canonical spec string; ``from_spec(idx.spec, dim, metric)`` rebuilds the config."""
@@ -87,11 +84,31 @@ class Index(ABC):
     def get_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "metric": self.metric.value, **self.params}
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.spec!r}, dim={self.dim}, "
             f"metric={self.metric.value}, n={len(self)})"
         )
+
+
+class Index(Configured, ABC):
+    """A single-vector index: ``add``, ``remove``, ``search``, ``save``, ``load``.
+
+    Subclasses declare ``kind`` (the spec name), ``config_keys`` with their defaults (the spec's
+    parameters, in canonical order) and ``search_keys`` (parameters ``search`` accepts per call).
+    """
+
+    # An allowed set at most this large, or at most this fraction of the index, is searched
+    # exactly instead of through the approximate structure (which would starve on it).
+    exact_filter_max: ClassVar[int] = 2048
+    exact_filter_fraction: ClassVar[float] = 0.02
+    _manifest_files: frozenset[str] = frozenset()  # set by load() before _load_files
+
+    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
+        self._configure(dim, metric, params)
 
     # ---- the protocol ------------------------------------------------------------------------
     def add(self, vectors: Any, labels: Any) -> None:

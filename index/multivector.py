@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import scoring, storage
-from .base import FORMAT_VERSION, MANIFEST, Index, empty_result, library_versions
+from .base import FORMAT_VERSION, MANIFEST, Configured, Index, empty_result, library_versions
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
@@ -88,7 +88,7 @@ def unique_rows(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(s[:, :width])
 
 
-class MultiVectorIndex(ABC):
+class MultiVectorIndex(Configured, ABC):
     """Base of every multi-vector index: config, validation, token storage, rerank, save/load.
 
     Subclasses declare ``kind``, ``config_keys`` (defaults, canonical order) and
@@ -96,58 +96,14 @@ class MultiVectorIndex(ABC):
     ``_load_extra`` when they keep more than the tokens).
     """
 
-    kind: ClassVar[str]
-    config_keys: ClassVar[dict[str, Any]] = {}
-    search_keys: ClassVar[tuple[str, ...]] = ()
     # An allowed set at most this large is scored exactly (Chamfer over the subset).
     exact_filter_max: ClassVar[int] = 1024
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = int(dim)
-        self.metric = Metric.parse(metric)
+        self._configure(dim, metric, params)
         if self.metric is Metric.L2:
             raise ValueError(f"{self.kind} scores by inner product: metric must be cosine or ip")
-        self.params = self._check_params(params)
         self._store = TokenStore(self.dim)
-
-    def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(params) - set(self.config_keys)
-        if unknown:
-            known = ", ".join(self.config_keys) or "none"
-            raise ValueError(f"unknown {self.kind} parameter(s) {sorted(unknown)}; known: {known}")
-        out = {**self.config_keys, **params}
-        for key, value in out.items():
-            default = self.config_keys[key]
-            if isinstance(default, str):
-                if not isinstance(value, str):
-                    raise ValueError(f"{self.kind} parameter {key} must be a string, got {value!r}")
-                out[key] = value.strip().lower()
-            elif isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(
-                    f"{self.kind} parameter {key} must be a non-negative int, got {value!r}"
-                )
-            else:
-                out[key] = int(value)
-        return out
-
-    # ---- description -------------------------------------------------------------------------
-    @property
-    def spec(self) -> str:
-        """The canonical spec string; ``from_spec(idx.spec, dim, metric)`` rebuilds the config."""
-        if not self.params:
-            return self.kind
-        return self.kind + ":" + ",".join(f"{k}={v}" for k, v in self.params.items())
-
-    def get_config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "dim": self.dim, "metric": self.metric.value, **self.params}
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.spec!r}, dim={self.dim}, "
-            f"metric={self.metric.value}, n={len(self)})"
-        )
 
     def __len__(self) -> int:
         return len(self._store)
