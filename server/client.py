@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from engine.collection import check_ids
 from engine.errors import CollectionExistsError, CollectionNotFoundError, ReadOnlyError
 from engine.results import Hit, Record, SearchResult
 from index.spec import MULTIVECTOR_REGISTRY
@@ -54,17 +55,6 @@ def _translate(e: grpc.RpcError, collection: str | None) -> Exception:
     ):
         return RequestError(code, details)
     return e
-
-
-def _ids(ids: Any) -> list[str]:
-    if isinstance(ids, (str, bytes, int)) or not isinstance(ids, (Sequence, np.ndarray)):
-        raise TypeError("ids must be a list of strings (or ints)")
-    out = []
-    for i, v in enumerate(ids):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (str, int, np.integer)):
-            raise TypeError(f"id {i} must be a string or int, got {type(v).__name__}")
-        out.append(str(v))
-    return out
 
 
 def _is_texts(x: Any) -> bool:
@@ -287,7 +277,7 @@ class RemoteCollection:
     ) -> None:
         if (vectors is None) == (texts is None):
             raise ValueError("give exactly one of vectors= or texts=")
-        req = pb.UpsertRequest(collection=self.name, ids=_ids(ids), add_only=add_only)
+        req = pb.UpsertRequest(collection=self.name, ids=check_ids(ids), add_only=add_only)
         if texts is not None:
             if isinstance(texts, str):
                 raise TypeError("texts must be a list of strings, not one string")
@@ -313,13 +303,13 @@ class RemoteCollection:
     def delete(self, ids: Any) -> int:
         """Deletes the given ids; absent ones are ignored. Returns how many were deleted."""
         return int(
-            self._call("Delete", pb.DeleteRequest(collection=self.name, ids=_ids(ids))).deleted
+            self._call("Delete", pb.DeleteRequest(collection=self.name, ids=check_ids(ids))).deleted
         )
 
     # ---- reads -----------------------------------------------------------------------------
     def get(self, ids: Any) -> list[Record | None]:
         """Stored items for ``ids``, aligned with them; None where an id is absent."""
-        res = self._call("Get", pb.GetRequest(collection=self.name, ids=_ids(ids)))
+        res = self._call("Get", pb.GetRequest(collection=self.name, ids=check_ids(ids)))
         return [record_from(r) for r in res.records]
 
     def search(
