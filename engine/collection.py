@@ -472,7 +472,11 @@ class Collection:
             raise TypeError(f"where must be a dict, got {type(where).__name__}")
         if not where:
             return None
-        return self._payloads.matching(where)
+        return self._payloads.matching(where, self._live_labels)
+
+    def _live_labels(self) -> np.ndarray:
+        store = self._tokens if self.multi_vector else self._vectors
+        return store.live_labels()
 
     def search(
         self, vector: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any

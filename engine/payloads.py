@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,9 @@ def _check_value(value: Any, where: str) -> None:
 
 
 class PayloadStore:
-    """label -> payload dict, plus a lazily built Arrow table (``_label``, one column a field)."""
+    """label -> payload dict (only labels with a non-empty payload are held: a bulk load of bare
+    vectors costs nothing here), plus a lazily built Arrow table of every live label (``_label``,
+    one column a field; nulls where a label has no value) for ``where`` filters."""
 
     def __init__(self) -> None:
         self.by_label: dict[int, dict[str, Any]] = {}
@@ -74,8 +76,10 @@ class PayloadStore:
         rows = [p for p in payloads if p]
         if not rows:
             return self.schema
+        # Every key of every row (from_pylist alone would take the first row's keys only).
+        keys = dict.fromkeys(k for row in rows for k in row)
         try:
-            new = pa.Table.from_pylist(rows).schema
+            new = pa.Table.from_pydict({k: [row.get(k) for row in rows] for k in keys}).schema
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise ValueError(f"payloads have inconsistent types within the call: {e}") from None
         for f in new:
@@ -93,7 +97,8 @@ class PayloadStore:
         return pa.unify_schemas([self.schema, new], promote_options="permissive")
 
     def put(self, labels: np.ndarray, payloads: list[dict[str, Any]], schema: pa.Schema) -> None:
-        self.by_label.update(zip(labels.tolist(), payloads, strict=True))
+        pairs = zip(labels.tolist(), payloads, strict=True)
+        self.by_label.update((lab, p) for lab, p in pairs if p)
         self.schema = schema
         self.version += 1
 
@@ -105,23 +110,30 @@ class PayloadStore:
     def get(self, label: int) -> dict[str, Any]:
         return self.by_label.get(label, {})
 
-    def table(self) -> pa.Table:
-        """The payloads as an Arrow table with a ``_label`` column (rebuilt only after changes)."""
+    def table(self, live: Callable[[], np.ndarray]) -> pa.Table:
+        """The payloads of the ``live()`` labels as an Arrow table with a ``_label`` column
+        (rebuilt only after changes)."""
         if self._table is None or self._table_version != self.version:
-            labels = list(self.by_label)
             schema = pa.schema([pa.field("_label", pa.int64()), *self.schema])
             rows = [{"_label": lab, **p} for lab, p in self.by_label.items()]
-            self._table = (
-                pa.Table.from_pylist(rows, schema=schema) if labels else schema.empty_table()
-            )
+            table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+            held = np.fromiter(self.by_label, dtype=np.int64, count=len(self.by_label))
+            bare = np.setdiff1d(np.asarray(live(), dtype=np.int64), held, assume_unique=True)
+            if bare.size:
+                nulls = [pa.nulls(bare.size, f.type) for f in self.schema]
+                table = pa.concat_tables(
+                    [table, pa.Table.from_arrays([pa.array(bare), *nulls], schema=schema)]
+                )
+            self._table = table
             self._table_version = self.version
             self._mask_cache.clear()
         return self._table
 
-    def matching(self, where: dict[str, Any]) -> np.ndarray:
-        """Labels whose payload matches ``where`` (sorted int64), cached until the next change."""
+    def matching(self, where: dict[str, Any], live: Callable[[], np.ndarray]) -> np.ndarray:
+        """Labels whose payload matches ``where`` (sorted int64), cached until the next change;
+        ``live()`` gives every live label (those without a payload match as all-null rows)."""
         key = json.dumps(where, sort_keys=True, default=str)
-        table = self.table()
+        table = self.table(live)
         hit = self._mask_cache.get(key)
         if hit is None:
             mask = filters.evaluate(where, table)
@@ -136,8 +148,9 @@ class PayloadStore:
         self.schema = pa.schema(fields)
         cols = [f.name for f in fields]
         rows = table.select(cols).to_pylist() if cols else [{} for _ in range(len(labels))]
-        self.by_label = {
-            lab: {k: v for k, v in row.items() if v is not None}
-            for lab, row in zip(labels.tolist(), rows, strict=True)
-        }
+        self.by_label = {}
+        for lab, row in zip(labels.tolist(), rows, strict=True):
+            p = {k: v for k, v in row.items() if v is not None}
+            if p:
+                self.by_label[lab] = p
         self.version += 1

@@ -91,7 +91,7 @@ def test_filtered_search_equals_brute_force(eng, where, spec):
     q = np.random.default_rng(1).standard_normal((10, DIM)).astype(np.float32)
     res = col.search_batch(q, k=10, where=where)
     exp = oracle.search_batch(q, k=10, where=where)
-    allowed = set(oracle._payloads.matching(where).tolist())
+    allowed = set(oracle._payloads.matching(where, oracle._live_labels).tolist())
     for row in res.ids:
         for doc in row:
             if doc is not None:
@@ -283,3 +283,30 @@ def test_reserve_allocates_ahead_and_changes_no_result(tmp_path, spec):
     b.flush()
     again = Engine(tmp_path / "data").open_collection("b")
     assert (again.search_batch(x[:20], k=5).ids == rb.ids).all()
+
+
+def test_items_without_payloads_are_all_null_rows_for_filters(tmp_path):
+    eng = Engine(tmp_path / "data")
+    col = eng.create_collection("c", dim=4, index="flat")
+    x = np.eye(4, dtype=np.float32)
+    col.add(["a", "b", "c", "d"], x, [{"year": 2020}, None, {"tag": "x"}, {}])
+    assert col._payloads.by_label.keys() == {0, 2}  # nothing held for b and d
+
+    def ids(where, c=col):
+        return sorted(h.id for h in c.search(x[0], k=10, where=where))
+
+    cases = {
+        json.dumps({"year": 2020}): ["a"],
+        json.dumps({"year": {"$ne": 2020}}): ["b", "c", "d"],
+        json.dumps({"tag": {"$nin": ["x"]}}): ["a", "b", "d"],
+        json.dumps({"$or": [{"tag": "x"}, {"year": {"$gte": 2000}}]}): ["a", "c"],
+    }
+    for where, want in cases.items():
+        assert ids(json.loads(where)) == want, where
+    col.upsert(["b"], x[1:2], [{"year": 1999}])  # b gains a payload
+    assert ids({"year": {"$ne": 2020}}) == ["b", "c", "d"] and ids({"year": 1999}) == ["b"]
+    col.delete(["d"])
+    eng.close()
+    again = Engine(tmp_path / "data").open_collection("c")
+    assert ids({"year": {"$ne": 2020}}, again) == ["b", "c"]
+    assert again.get(["c", "a"])[0].payload == {"tag": "x"} and again.get(["b"])[0].payload
