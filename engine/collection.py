@@ -449,7 +449,7 @@ class Collection:
                 if self.multi_vector:
                     vector = self._tokens.get(lab)
                 else:
-                    vector = self._vectors.x[self._vectors.rows[lab]].copy()
+                    vector = self._vectors.x[self._vectors.row_of(np.array([lab]))[0]].copy()
                 out.append(Record(k, vector, dict(self._payloads.get(lab))))
             return out
 

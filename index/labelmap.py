@@ -6,7 +6,12 @@ import numpy as np
 
 
 class RowStore:
-    """Growable float32 rows with labels, tombstones for removals, compaction when sparse."""
+    """Growable float32 rows with labels, tombstones for removals, compaction when sparse.
+
+    Labels usually arrive in increasing order (a collection numbers its items 0, 1, 2, ...):
+    then a label's row is found by binary search over ``lab``, with no per-row Python objects.
+    The first label out of order switches the store to a label -> row dict.
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -14,25 +19,43 @@ class RowStore:
         self.lab = np.empty(0, dtype=np.int64)
         self.alive = np.empty(0, dtype=bool)
         self.n = 0  # rows used (alive or dead)
-        self.rows: dict[int, int] = {}
+        self.live_count = 0
+        self.rows: dict[int, int] | None = None  # label -> row, once labels came out of order
         self.version = 0  # bumped on every change; lets callers cache derived state
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.live_count
+
+    def _find(self, labels: np.ndarray) -> np.ndarray:
+        """The row of each label, -1 where it is absent (or dead)."""
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if self.rows is not None:
+            get = self.rows.get
+            return np.fromiter(
+                (get(x, -1) for x in labels.tolist()), dtype=np.int64, count=labels.size
+            )
+        if self.n == 0:
+            return np.full(labels.size, -1, dtype=np.int64)
+        lab = self.lab[: self.n]
+        idx = np.minimum(np.searchsorted(lab, labels), self.n - 1)
+        ok = (lab[idx] == labels) & self.alive[idx]
+        return np.where(ok, idx, -1)
 
     def contains(self, labels: np.ndarray) -> np.ndarray:
-        get = self.rows.__contains__
-        return np.fromiter(map(get, labels.tolist()), dtype=bool, count=len(labels))
+        return self._find(labels) >= 0
 
     def row_of(self, labels: np.ndarray) -> np.ndarray:
-        get = self.rows.__getitem__
-        return np.fromiter(map(get, labels.tolist()), dtype=np.int64, count=len(labels))
+        """Rows of live labels; KeyError names the first one that is not stored."""
+        rows = self._find(labels)
+        if rows.size and rows.min() < 0:
+            raise KeyError(int(np.asarray(labels).reshape(-1)[np.argmin(rows)]))
+        return rows
 
     def live_labels(self) -> np.ndarray:
         return self.lab[: self.n][self.alive[: self.n]]
 
     def has_dead(self) -> bool:
-        return len(self.rows) < self.n
+        return self.live_count < self.n
 
     def reserve(self, rows: int) -> None:
         """Makes room for ``rows`` rows in all, so appends up to that size copy nothing."""
@@ -46,33 +69,50 @@ class RowStore:
             setattr(self, name, new)
 
     def append(self, x: np.ndarray, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
         need = self.n + x.shape[0]
         if need > self.x.shape[0]:
             self.reserve(max(need, 2 * self.x.shape[0], 1024))
+        if self.rows is None and labels.size:
+            after = self.n == 0 or labels[0] > self.lab[self.n - 1]
+            if not (after and bool(np.all(labels[1:] > labels[:-1]))):
+                self.rows = self._row_dict()
         self.x[self.n : need] = x
         self.lab[self.n : need] = labels
         self.alive[self.n : need] = True
-        self.rows.update(zip(labels.tolist(), range(self.n, need), strict=True))
+        if self.rows is not None:
+            self.rows.update(zip(labels.tolist(), range(self.n, need), strict=True))
         self.n = need
+        self.live_count += labels.size
         self.version += 1
 
+    def _row_dict(self) -> dict[int, int]:
+        rows = np.flatnonzero(self.alive[: self.n])
+        return dict(zip(self.lab[rows].tolist(), rows.tolist(), strict=True))
+
     def remove(self, labels: np.ndarray) -> None:
+        labels = np.unique(np.asarray(labels, dtype=np.int64))
         rows = self.row_of(labels)
         self.alive[rows] = False
-        for lab in labels.tolist():
-            del self.rows[lab]
+        if self.rows is not None:
+            for lab in labels.tolist():
+                del self.rows[lab]
+        self.live_count -= labels.size
         self.version += 1
-        dead = self.n - len(self.rows)
+        dead = self.n - self.live_count
         if dead > 1024 and dead > self.n // 4:
             self.compact()
 
     def compact(self) -> None:
         keep = self.alive[: self.n]
-        self.x = np.ascontiguousarray(self.x[: self.n][keep])
-        self.lab = self.lab[: self.n][keep].copy()
-        self.n = self.lab.shape[0]
+        self._install(np.ascontiguousarray(self.x[: self.n][keep]), self.lab[: self.n][keep].copy())
+
+    def _install(self, x: np.ndarray, labels: np.ndarray) -> None:
+        self.x, self.lab = x, labels
+        self.n = self.live_count = labels.shape[0]
         self.alive = np.ones(self.n, dtype=bool)
-        self.rows = dict(zip(self.lab.tolist(), range(self.n), strict=True))
+        increasing = bool(np.all(labels[1:] > labels[:-1]))
+        self.rows = None if increasing else dict(zip(labels.tolist(), range(self.n), strict=True))
         self.version += 1
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +122,6 @@ class RowStore:
         return self.x[: self.n], self.lab[: self.n]
 
     def load(self, x: np.ndarray, labels: np.ndarray) -> None:
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
-        self.lab = np.ascontiguousarray(labels, dtype=np.int64)
-        self.n = self.lab.shape[0]
-        self.alive = np.ones(self.n, dtype=bool)
-        self.rows = dict(zip(self.lab.tolist(), range(self.n), strict=True))
-        self.version += 1
+        self._install(
+            np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)
+        )
