@@ -184,10 +184,10 @@ def _eval(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    import encoders
     from encoders.train import TrainConfig, train
 
     from . import training
-    from .encoding import resolve
 
     examples: list = []
     corpus: dict[str, str] = {}
@@ -206,7 +206,9 @@ def _train(args: argparse.Namespace) -> int:
         )
     if not examples:
         raise ValueError("no training data: give --beir DIR, --pairs FILE and/or --unsupervised")
-    encoder = resolve(args.encoder)
+    # A fresh copy, never the process-wide cache's: training changes the weights in place, and
+    # collections that share the spec must keep encoding with the saved model.
+    encoder = encoders.load(args.encoder)
     miner = None
     if args.hard_negatives:
         if not corpus:

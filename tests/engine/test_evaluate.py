@@ -108,9 +108,16 @@ def test_train_cli_with_hard_negatives(tiny_beir, tiny_st_dir, tmp_path, capsys)
         str(model),
         "--quiet",
     ]
+    from engine import encoding
+
+    before = encoding.resolve(str(tiny_st_dir)).encode_documents(["a fixed text"])
     assert cli.main(argv) == 0
     assert "saved" in capsys.readouterr().out
     assert cli.main(["eval", str(tiny_beir), "--encoder", str(model)]) == 0
+    # Training worked on its own copy: the process-wide encoder of the spec is untouched.
+    cached = encoding.resolve(str(tiny_st_dir))
+    assert cached.name == str(tiny_st_dir.resolve())
+    assert (cached.encode_documents(["a fixed text"]) == before).all()
 
 
 def test_train_cli_errors(tiny_beir, tmp_path, capsys):
