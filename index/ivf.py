@@ -63,7 +63,8 @@ class IVFIndex(Index):
             raise ValueError(f"ivf parameter nbits must be in 1..16, got {p['nbits']}")
         self._buffer = RowStore(self.dim)  # exact storage until trained
         self._faiss: Any = None
-        self._live: set[int] = set()
+        # Labels in faiss (rows of width 0: label bookkeeping without per-label objects).
+        self._live = RowStore(0)
         self._lock = threading.Lock()
         self._gpu: Any = None
         self._gpu_stale = True
@@ -103,13 +104,12 @@ class IVFIndex(Index):
     def contains(self, labels: np.ndarray) -> np.ndarray:
         if not self.trained:
             return self._buffer.contains(labels)
-        get = self._live.__contains__
-        return np.fromiter(map(get, labels.tolist()), dtype=bool, count=len(labels))
+        return self._live.contains(labels)
 
     def labels(self) -> np.ndarray:
         if not self.trained:
             return self._buffer.live_labels()
-        return np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+        return self._live.live_labels()
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """Exact vectors before training; faiss' reconstructions (exact for IVF-Flat) after."""
@@ -123,7 +123,7 @@ class IVFIndex(Index):
             self._gpu_stale = True
             if self.trained:
                 self._faiss.add_with_ids(x, labels)
-                self._live.update(labels.tolist())
+                self._live.append(_no_columns(len(labels)), labels)
                 return
             self._buffer.append(x, labels)
             if len(self._buffer) >= self.train_size:
@@ -141,7 +141,8 @@ class IVFIndex(Index):
         ix.set_direct_map_type(faiss.DirectMap.Hashtable)
         ix.add_with_ids(x, lab)
         self._faiss = ix
-        self._live = set(lab.tolist())
+        self._live = RowStore(0)
+        self._live.load(_no_columns(len(lab)), np.sort(lab))
         self._buffer = RowStore(self.dim)
 
     def _remove(self, labels: np.ndarray) -> None:
@@ -151,7 +152,7 @@ class IVFIndex(Index):
                 self._buffer.remove(labels)
                 return
             self._faiss.remove_ids(np.ascontiguousarray(labels, dtype=np.int64))
-            self._live.difference_update(labels.tolist())
+            self._live.remove(labels)
 
     # ---- search ------------------------------------------------------------------------------
     def _search(
@@ -296,7 +297,12 @@ class IVFIndex(Index):
         ix.ntotal = ids.shape[0]
         ix.set_direct_map_type(faiss.DirectMap.Hashtable)
         self._faiss = ix
-        self._live = set(ids.tolist())
+        self._live = RowStore(0)
+        self._live.load(_no_columns(ids.shape[0]), np.sort(ids))
+
+
+def _no_columns(n: int) -> np.ndarray:
+    return np.empty((n, 0), dtype=np.float32)
 
 
 def _check_ids(path: Path, ids: np.ndarray) -> None:
