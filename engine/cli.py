@@ -114,6 +114,9 @@ def _index(args: argparse.Namespace) -> int:
                 bar.close()
             print(f"vecdex: {e}", file=sys.stderr)
             return 130
+        except KeyboardInterrupt:  # before the first write (checking the input): nothing written
+            print("vecdex: interrupted before anything was written", file=sys.stderr)
+            return 130
         finally:
             if bar is not None:
                 bar.close()

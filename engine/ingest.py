@@ -359,6 +359,14 @@ def _previous_run(col: Collection | None, run: dict[str, Any]) -> dict[str, Any]
     if state.get("run") == run:
         return state
     before = state.get("run", {}).get("input", {})
+    if not state.get("done") and before.get("path") != run["input"]["path"]:
+        log.warning(
+            "collection %r holds an unfinished run of %s; indexing %s instead (that run can no "
+            "longer be resumed)",
+            col.name,
+            before.get("path"),
+            run["input"]["path"],
+        )
     if not state.get("done") and before.get("path") == run["input"]["path"]:
         raise ValueError(
             f"collection {col.name!r} holds an unfinished run of {before.get('path')}, and the "
