@@ -95,7 +95,10 @@ def _token_loss(enc: TokenEncoder, batch: list[Example], cfg: TrainConfig) -> to
     db = enc.tokenize(docs, False)
     q, d = enc.forward(qb), enc.forward(db)
     qm, dm = enc.keep_mask(qb, True).to(q.device), enc.keep_mask(db, False).to(d.device)
-    scores = maxsim_scores(q, qm, d, dm) / cfg.temperature
+    # Mean rather than sum over query tokens: scores stay in [-1, 1] like a cosine, so one
+    # temperature suits both encoders and queries of any length.
+    q_len = qm.sum(1, keepdim=True).clamp(min=1)
+    scores = maxsim_scores(q, qm, d, dm) / q_len / cfg.temperature
     return F.cross_entropy(scores, torch.arange(len(batch), device=q.device))
 
 
