@@ -59,8 +59,9 @@ TARGETS = (0.90, 0.95)
 CURVE_POINTS = (10, 20, 50, 100, 200, 500, 1000, 2000)
 
 ENCODERS: dict[str, dict[str, Any]] = {
-    # encoders.load("token"): MiniLM token states through a seeded random orthogonal 128-d
-    # projection (untrained), [Q]/[D] markers, queries padded with [MASK] to 32 tokens.
+    # MiniLM token states through a seeded random orthogonal 128-d projection (untrained),
+    # [Q]/[D] markers, queries padded with [MASK] to 32 tokens: the token encoder's default until
+    # [MASK] padding was turned off (encoders.load("token") today is this without the padding).
     "untrained128": {
         "dim": 128,
         "query_len": 32,
@@ -79,6 +80,9 @@ ENCODERS: dict[str, dict[str, Any]] = {
         "query_augment": False,
         "seed": 0,
     },
+    # A trained token encoder saved by `vecdex train --encoder token` or `bench.encoders
+    # --train-token`: give its directory with --token-model (its config is read from there).
+    "trained": {"model": None, "markers": True, "query_augment": False, "query_len": 32},
 }
 
 
@@ -381,11 +385,19 @@ def scifact_tokens(data: Path, variant: str, qids: list[str], queries: dict, cor
 
     def enc() -> Any:
         if "e" not in holder:
-            holder["e"] = TokenEncoder("default", **cfg)
+            if cfg.get("model"):
+                import encoders
+
+                holder["e"] = encoders.load(cfg["model"])
+            else:
+                holder["e"] = TokenEncoder("default", **cfg)
         return holder["e"]
 
     digest = file_digest(data / "corpus.jsonl", data / "queries.jsonl", data / "qrels" / "test.tsv")
-    conf = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+    key = dict(cfg)
+    if cfg.get("model"):  # the cache follows the model's weights, not its path
+        key["model"] = file_digest(Path(cfg["model"]) / "projection.safetensors")
+    conf = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     texts = [beir.document_text(d) for d in corpus]
     d = cached_tokens(
         f"scifact-{variant}-{conf}-{digest}-docs", lambda: pack(enc().encode_documents(texts))
@@ -1522,6 +1534,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=("untrained128",),
         help=f"SciFact token encoders: {', '.join(ENCODERS)}",
     )
+    g.add_argument("--token-model", type=Path, help="a trained token encoder (variant 'trained')")
     g.add_argument("--scifact-queries", type=int, default=0, help="0: all 300 test queries")
     g.add_argument("--n-docs", type=int, default=100_000, help="synthetic documents")
     g.add_argument("--queries", type=int, default=100, help="synthetic queries (ground truth)")
@@ -1615,6 +1628,15 @@ def _json_default(o: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "trained" in args.variants:
+        if args.token_model is None:
+            raise SystemExit("variant 'trained' needs --token-model DIR")
+        saved = json.loads((args.token_model / "vecdex_encoder.json").read_text())
+        ENCODERS["trained"] = {
+            **{k: saved[k] for k in ("dim", "query_len", "doc_max_len", "markers", "seed")},
+            "query_augment": bool(saved.get("query_augment", False)),
+            "model": str(args.token_model.resolve()),
+        }
     os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy)
     args.omp_wait_policy = os.environ["OMP_WAIT_POLICY"]
     sampler = LoadSampler()
