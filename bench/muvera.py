@@ -504,16 +504,21 @@ def scifact_variant(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "encoder": {
             "variant": variant,
-            "spec": "TokenEncoder('default', "
-            + ", ".join(f"{k}={v}" for k, v in ENCODERS[variant].items())
-            + ")",
-            "trained": False,
-            "note": (
-                "untrained: seeded random orthogonal 128-d projection of MiniLM token states "
-                "(encoders.load('token'))"
-                if variant == "untrained128"
-                else "raw MiniLM token embeddings (identity projection), as in the data README"
+            "spec": (
+                f"encoders.load({ENCODERS[variant]['model']!r})"
+                if ENCODERS[variant].get("model")
+                else "TokenEncoder('default', "
+                + ", ".join(f"{k}={v}" for k, v in ENCODERS[variant].items())
+                + ")"
             ),
+            "trained": bool(ENCODERS[variant].get("model")),
+            "note": {
+                "untrained128": "untrained: seeded random orthogonal 128-d projection of MiniLM "
+                "token states, queries padded with [MASK]",
+                "raw384": "raw MiniLM token embeddings (identity projection), as in the data "
+                "README",
+                "trained": "trained on SciFact's train qrels (MaxSim InfoNCE, 1 epoch)",
+            }[variant],
             "docs_cache": dmeta,
             "queries_cache": qmeta,
         },
