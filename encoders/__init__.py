@@ -5,14 +5,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import Encoder as Encoder
 from .base import check_texts as check_texts
 from .base import read_config
 from .resolve import DEFAULT
-from .sentence import SentenceEncoder as SentenceEncoder
-from .token import TokenEncoder as TokenEncoder
+
+if TYPE_CHECKING:
+    from .sentence import SentenceEncoder as SentenceEncoder
+    from .token import TokenEncoder as TokenEncoder
+
+
+def __getattr__(name: str) -> Any:
+    # The encoders (and torch, 220 MB) load on first use: a process that only indexes or
+    # searches vectors never imports them.
+    if name == "SentenceEncoder":
+        from .sentence import SentenceEncoder
+
+        return SentenceEncoder
+    if name == "TokenEncoder":
+        from .token import TokenEncoder
+
+        return TokenEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _spec_params(rest: str) -> dict[str, Any]:
@@ -35,6 +51,9 @@ def load(spec: str | os.PathLike[str]) -> Encoder:
     Raises:
         ValueError: an unknown spec or a directory that holds no model.
     """
+    from .sentence import SentenceEncoder
+    from .token import TokenEncoder
+
     text = str(spec)
     if text == DEFAULT:
         return SentenceEncoder(DEFAULT)

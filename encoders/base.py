@@ -7,16 +7,20 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG_FILE = "vecdex_encoder.json"
 
 
 def device() -> torch.device:
     """The device encoders run on, chosen once: ``VECDEX_DEVICE`` if set, else CUDA if present."""
+    import torch
+
     wanted = os.environ.get("VECDEX_DEVICE", "").strip().lower()
     if wanted not in ("", "cpu", "cuda"):
         raise ValueError(f"VECDEX_DEVICE must be 'cpu' or 'cuda', got {wanted!r}")

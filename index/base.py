@@ -7,6 +7,7 @@ negated squared distance). Where fewer than ``k`` results exist, labels are -1 a
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import scoring, storage
+from . import storage
 from .metric import Metric, prepare
 from .validate import allowed_array, check_k, check_labels, check_vectors
 
@@ -29,12 +30,16 @@ def empty_result(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 def library_versions() -> dict[str, str]:
     import faiss
     import hnswlib
-    import torch
 
+    # torch from its metadata: a checkpoint of an HNSW or IVF collection never imports torch.
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - torch is a dependency
+        torch_version = "?"
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "torch": torch.__version__,
+        "torch": torch_version,
         "faiss": getattr(faiss, "__version__", "?"),
         "hnswlib": getattr(hnswlib, "__version__", "0.8"),
     }
@@ -179,6 +184,8 @@ class Index(Configured, ABC):
         self, q: np.ndarray, k: int, labels: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the given live labels (q already prepared)."""
+        from . import scoring  # torch loads on the first exact search, not with the package
+
         base = scoring.to_device(self.vectors(labels))
         scores, rows = scoring.topk(q, base, k, self.metric)
         return scores, np.where(rows >= 0, labels[np.maximum(rows, 0)], -1)

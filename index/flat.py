@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from . import scoring, storage
+from . import storage
 from .base import Index
 from .labelmap import RowStore
 from .metric import Metric
 from .validate import check_labels
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FlatIndex(Index):
@@ -56,6 +58,8 @@ class FlatIndex(Index):
         self._store.remove(labels)
 
     def _device_base(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from . import scoring
+
         s = self._store
         if self._cache_version != s.version or self._base is None:
             self._base = scoring.to_device(s.x[: s.n])
@@ -66,6 +70,12 @@ class FlatIndex(Index):
     def _search(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
+        # torch and the scoring kernels load with the first search: a process that never
+        # searches a flat index (an HNSW or IVF collection, an ingest) never imports torch.
+        import torch
+
+        from . import scoring
+
         s = self._store
         base, sq = self._device_base()
         valid: torch.Tensor | None = None

@@ -16,7 +16,7 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
-from . import scoring, storage
+from . import storage
 from .base import Index
 from .labelmap import RowStore
 from .metric import Metric
@@ -186,6 +186,8 @@ class IVFIndex(Index):
     def _search_buffer(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
+        from . import scoring  # torch: only once an exact search needs it
+
         subset = allowed if allowed is not None else self._buffer.live_labels()
         base = scoring.to_device(self.vectors(subset))
         scores, rows = scoring.topk(q, base, k, self.metric)

@@ -18,19 +18,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
-from . import scoring, storage
+from . import storage
 from .base import FORMAT_VERSION, MANIFEST, Configured, Index, empty_result, library_versions
 from .flat import FlatIndex
 from .hnsw import HNSWIndex
 from .ivf import IVFIndex
 from .metric import Metric, normalize_rows
-from .tokens import TokenStore, check_token_sets, save_npy_replace
+from .tokens import TokenStore, check_token_sets, ragged_arange, save_npy_replace
 from .validate import allowed_array, check_k, check_labels
+
+if TYPE_CHECKING:
+    import torch
 
 # Single-vector indexes a multi-vector index may keep inside (FDEs for MUVERA, tokens here).
 INNER_KINDS: dict[str, type[Index]] = {
@@ -201,6 +203,8 @@ class MultiVectorIndex(Configured, ABC):
         self, q: np.ndarray, q_off: np.ndarray, k: int, labels: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exhaustive Chamfer over the given live labels (all when None); q already prepared."""
+        from . import scoring  # torch loads with the first scoring, not with the package
+
         s = self._store
         if labels is None:
             tokens, offsets = s.view()
@@ -215,6 +219,8 @@ class MultiVectorIndex(Configured, ABC):
         self, q: np.ndarray, q_off: np.ndarray, candidates: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact Chamfer of each query against its (m, c) candidate labels (-1 = none); top k."""
+        from . import scoring
+
         rows = self._store.row_of(candidates)
         tokens, offsets = self._store.view()
         scores = scoring.chamfer_pairs(q, q_off, tokens, offsets, rows)
@@ -319,6 +325,8 @@ class ChamferIndex(MultiVectorIndex):
     def _device_tokens(self) -> torch.Tensor:
         """All stored tokens on the scoring device (float32 on the CPU, float16 on CUDA), kept
         between searches: converting float16 on every query would cost as much as scoring."""
+        from . import scoring
+
         s = self._store
         if self._cache is None or self._cache[0] != s.version:
             self._cache = None  # free the old copy first
@@ -328,6 +336,8 @@ class ChamferIndex(MultiVectorIndex):
     def _search(
         self, q: np.ndarray, q_off: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
+        from . import scoring
+
         if allowed is not None:
             return self.search_exact(q, q_off, k, allowed)
         s = self._store
@@ -382,7 +392,7 @@ class TokenANNIndex(MultiVectorIndex):
         s = self._store
         rows = s.row_of(labels)
         first = np.fromiter(map(self._first_of.__getitem__, labels.tolist()), np.int64, labels.size)
-        return scoring.ragged_arange(first, s.offsets[rows + 1] - s.offsets[rows])
+        return ragged_arange(first, s.offsets[rows + 1] - s.offsets[rows])
 
     def _remove(self, labels: np.ndarray) -> None:
         self._inner.remove(self._token_ids(labels))
@@ -413,7 +423,7 @@ class TokenANNIndex(MultiVectorIndex):
         lens = np.diff(q_off)
         width = int(lens.max()) * k_tokens
         per = np.full((m, width), -1, dtype=np.int64)
-        slot = scoring.ragged_arange(np.arange(m) * width, lens * k_tokens)
+        slot = ragged_arange(np.arange(m) * width, lens * k_tokens)
         per.reshape(-1)[slot] = docs.reshape(-1)
         return unique_rows(per)
 
@@ -441,7 +451,7 @@ class TokenANNIndex(MultiVectorIndex):
                 path, f"expected {s.n} rising, non-overlapping, non-negative token id ranges"
             )
         self._inner = load_inner(directory, manifest, type(self._inner))
-        ids = scoring.ragged_arange(first, lens)
+        ids = ragged_arange(first, lens)
         if len(self._inner) != ids.shape[0] or not self._inner.contains(ids).all():
             raise storage.CorruptFileError(path, "token ids do not match the inner index")
         self._first, self._first_lab = first, s.lab[: s.n].copy()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .metric import Metric
+from .tokens import ragged_arange
 
 # Bytes one score block (query chunk x base chunk) may take; bounds the memory of every search.
 DEFAULT_BLOCK_BYTES = 256 << 20
@@ -311,17 +312,6 @@ def chamfer_topk(
         out_s[q0 : q0 + sc.shape[0], : sc.shape[1]] = np.where(ok, sc, -np.inf)
         out_i[q0 : q0 + sc.shape[0], : sc.shape[1]] = np.where(ok, rows, -1)
     return out_s, out_i
-
-
-def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` for each pair, without a Python loop."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
-    return np.arange(total, dtype=np.int64) + shift
 
 
 def chamfer_pairs(

@@ -14,11 +14,21 @@ from typing import Any
 import numpy as np
 
 from . import storage
-from .scoring import ragged_arange
 from .validate import check_labels
 
 # Rows of the finite check done on a loaded (memory-mapped) token file at a time.
 _CHECK_ROWS = 1 << 20
+
+
+def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + l)`` for each pair, without a Python loop."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
+    return np.arange(total, dtype=np.int64) + shift
 
 
 def check_token_sets(x: Any, dim: int, name: str = "documents") -> tuple[np.ndarray, np.ndarray]:

@@ -504,3 +504,26 @@ def test_multi_vector_collections_from_texts_and_from_token_lists(tmp_path, tiny
     assert report.added == 19 and col.multi_vector and col.dim == 4
     np.testing.assert_allclose(col.get(["s3"])[0].vector, sets[3], atol=1e-6)
     assert col.search(sets[3], k=1)[0].id == "s3"
+
+
+def test_indexing_vectors_never_imports_torch(tmp_path):
+    """torch (~220 MB resident) loads only for encoders and exact scoring: a vector-only ingest
+    into HNSW / IVF, its checkpoint and its searches run without it."""
+    table, _ = vec_table(400)
+    pq.write_table(table, tmp_path / "v.parquet")
+    code = f"""
+import sys
+import numpy as np
+from engine import Engine
+from engine.ingest import ingest
+eng = Engine({str(tmp_path / "data")!r})
+for name, spec in (("h", "hnsw"), ("i", "ivf:nlist=4")):
+    ingest(eng, {str(tmp_path / "v.parquet")!r}, name, index=spec)
+    eng.open_collection(name).search(np.ones({DIM}, dtype=np.float32), k=3)
+eng.close()
+print("torch" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False", out.stderr
