@@ -215,13 +215,7 @@ def train_token_run(args, corpus, queries, qrels, qids) -> dict[str, Any]:
         key = embedding_key(base, args.data)
         first = cached(f"docs-{key}", lambda: base.encode_documents(list(corpus_map.values())))
         del base
-        miner = training.make_miner(
-            corpus_map,
-            depth=args.mine_depth,
-            margin=args.mine_margin,
-            seed=args.seed,
-            first_doc_vectors=first,
-        )
+        miner = hard_negative_miner(args, corpus_map, first)
     cfg = TrainConfig(
         epochs=args.token_epochs,
         batch_size=args.token_batch_size,
@@ -263,6 +257,17 @@ def progress_printer():
     return progress
 
 
+def hard_negative_miner(args, corpus_map: dict[str, str], first: np.ndarray):
+    """The miner both training stages use: the default model's top non-positives."""
+    return training.make_miner(
+        corpus_map,
+        depth=args.mine_depth,
+        margin=args.mine_margin,
+        seed=args.seed,
+        first_doc_vectors=first,
+    )
+
+
 def train_run(args, corpus, queries, qrels, qids) -> dict[str, Any]:
     examples, corpus_map = training.beir_examples(args.data, "train")
     base = SentenceEncoder("default")
@@ -282,15 +287,7 @@ def train_run(args, corpus, queries, qrels, qids) -> dict[str, Any]:
     }
     if args.unsupervised:
         examples = examples + training.corpus_examples(corpus, seed=args.seed)
-    miner = None
-    if not args.no_hard_negatives:
-        miner = training.make_miner(
-            corpus_map,
-            depth=args.mine_depth,
-            margin=args.mine_margin,
-            seed=args.seed,
-            first_doc_vectors=first,
-        )
+    miner = None if args.no_hard_negatives else hard_negative_miner(args, corpus_map, first)
     cfg = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+import index as ix
+
 from . import collection as collection_mod
 from .collection import Collection
 from .engine import Engine
@@ -279,7 +281,7 @@ def ingest(
         _check_fits(col, plan, encoder=encoder, index=index, metric=metric)
         if on_error == "fail" and state is None:
             _check_all(source, plan, batch_size, col.dim, col, multi=col.multi_vector)
-    _Pipeline(col, source, plan, run, batch_size, on_error, report, progress, t0).run()
+    _Pipeline(col, source, plan, run, state, batch_size, on_error, report, progress, t0).run()
     return report
 
 
@@ -346,7 +348,7 @@ def _plan(
 
 
 def _multi(index: str | None) -> bool:
-    return index is not None and index.split(":", 1)[0] == "muvera"
+    return index is not None and ix.spec.is_multivector(ix.parse_spec(index)[0])
 
 
 def _previous_run(col: Collection | None, run: dict[str, Any]) -> dict[str, Any] | None:
@@ -674,6 +676,7 @@ class _Pipeline:
         source: Source,
         plan: Plan,
         run: dict[str, Any],
+        state: dict[str, Any] | None,
         batch_size: int,
         on_error: str,
         report: Report,
@@ -688,10 +691,8 @@ class _Pipeline:
         self.encoded: queue.Queue[Any] = queue.Queue(maxsize=2)
         self.writer_error: BaseException | None = None
         self.rows_done = report.resumed_from
-        self.added = self.skipped = 0
-        state = (col.marker or {}).get("ingest") if report.resumed_from else None
-        if state:
-            self.added, self.skipped = int(state["added"]), int(state["skipped"])
+        self.added = int(state["added"]) if state else 0
+        self.skipped = int(state["skipped"]) if state else 0
         self.bytes_per_item = col.dim * 4
         # Ids of chunks checked but not yet committed: a later chunk's duplicate check must see
         # them (the collection holds an id only once its chunk is written).

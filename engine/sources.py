@@ -192,9 +192,7 @@ class Source:
         self, columns: list[str], batch_size: int, skip: int, strings: list[str]
     ) -> Iterator[Chunk]:
         try:
-            names = self._dataset().schema.names if self.format == "csv" else None
-            if names is None:
-                names = pq.read_schema(self.files[0]).names
+            names = self.column_names()
             missing = [c for c in columns if c not in names]
             if missing:
                 raise InputError(f"{self.path}: no column {missing[0]!r} (columns: {names})")

@@ -25,7 +25,7 @@ import numpy as np
 from engine.collection import check_ids
 from engine.errors import CollectionExistsError, CollectionNotFoundError, ReadOnlyError
 from engine.results import Hit, Record, SearchResult
-from index.spec import MULTIVECTOR_REGISTRY
+from index.spec import is_multivector
 
 from .convert import dict_to_struct, hits_from, record_from, result_from, set_query, to_multi
 from .pb import vecdex_pb2 as pb
@@ -234,7 +234,7 @@ class RemoteCollection:
         out["index"] = info.index
         if info.encoder:
             out["encoder"] = info.encoder
-        out["multi_vector"] = info.index.split(":", 1)[0] in MULTIVECTOR_REGISTRY
+        out["multi_vector"] = is_multivector(info.index.split(":", 1)[0])
         out.update(count=info.count, bytes_on_disk=info.bytes_on_disk)
         return out
 
