@@ -14,9 +14,10 @@ from engine.evaluate import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k
 def test_ndcg_graded_by_hand():
     rel = {"a": 2, "b": 1, "c": 0}
     ranked = ["x", "b", "a", "c"]
-    # DCG = (2^1-1)/log2(3) + (2^2-1)/log2(4) ; IDCG = (2^2-1)/log2(2) + (2^1-1)/log2(3)
-    dcg = 1 / math.log2(3) + 3 / 2
-    idcg = 3 / 1 + 1 / math.log2(3)
+    # Linear gains (trec_eval's, so BEIR's): the grade itself over log2(rank + 1).
+    # DCG = 1/log2(3) + 2/log2(4) ; IDCG = 2/log2(2) + 1/log2(3)
+    dcg = 1 / math.log2(3) + 2 / 2
+    idcg = 2 / 1 + 1 / math.log2(3)
     assert ndcg_at_k(ranked, rel, 10) == pytest.approx(dcg / idcg)
     assert ndcg_at_k(["a", "b"], rel, 10) == pytest.approx(1.0)
     assert ndcg_at_k(["x", "b", "a"], rel, 1) == 0.0
@@ -35,11 +36,14 @@ def test_evaluate_run_averages_over_judged_queries():
     qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 0}}
     run = {"q1": ["a"], "q2": ["x", "b"]}
     m = evaluate_run(run, qrels)
-    assert m["queries"] == 2
-    assert m["mrr@10"] == pytest.approx((1 + 0.5) / 2)
-    assert m["recall@100"] == pytest.approx(1.0)
+    # q3 is judged (all zero) and unranked: it counts, scoring 0.
+    assert m["queries"] == 3
+    assert m["mrr@10"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert m["recall@100"] == pytest.approx((1 + 1 + 0) / 3)
     with pytest.raises(ValueError, match="no query"):
-        evaluate_run(run, {"q": {"a": 0}})
+        evaluate_run(run, {"q": {}})
+    with pytest.raises(ValueError, match="qrels is empty"):
+        evaluate_run(run, {})
 
 
 @pytest.fixture
