@@ -21,11 +21,13 @@ import encoders
 import index as ix
 from index import storage
 from index.labelmap import RowStore
+from index.lexical import BM25Index
 from index.tokens import TokenStore, check_token_sets
 from index.validate import check_k, check_vectors
 
 from . import encoding, locking, persist, wal
 from .errors import CollectionExistsError, ReadOnlyError
+from .fusion import Fusion, check_mode
 from .payloads import PayloadStore, check_payloads
 from .persist import FORMAT_VERSION as FORMAT_VERSION
 from .persist import READABLE_FORMATS as READABLE_FORMATS
@@ -121,6 +123,11 @@ class Collection:
         # Multi-vector collections: the tokens as written (the index keeps float16 copies).
         self._tokens = TokenStore(self.dim, dtype=np.float32)
         self._payloads = PayloadStore()
+        # BM25 over each item's text (``add(texts=...)``, or the payload field ``text_field``).
+        lexical = config.get("lexical")
+        self._lexical = BM25Index(**lexical) if lexical is not None else None
+        self.text_field: str | None = config.get("text_field")
+        self._fusion = Fusion.from_dict(config["fusion"]) if "fusion" in config else Fusion()
         self._label_of: dict[str, int] = {}
         self._id_of = np.empty(0, dtype=object)
         self._next_label = 0
@@ -147,10 +154,30 @@ class Collection:
         return self._index.spec
 
     def config(self) -> dict[str, Any]:
-        config = {"dim": self.dim, "metric": self.metric.value, "index": self._index.spec}
+        config: dict[str, Any] = {
+            "dim": self.dim,
+            "metric": self.metric.value,
+            "index": self._index.spec,
+        }
         if self.encoder_spec is not None:
             config["encoder"] = self.encoder_spec
+        if self._lexical is not None:
+            config["lexical"] = dict(self._lexical.config)
+        if self.text_field is not None:
+            config["text_field"] = self.text_field
+        if self._fusion != Fusion():
+            config["fusion"] = self._fusion.to_dict()
         return config
+
+    @property
+    def lexical(self) -> bool:
+        """Whether the collection keeps a BM25 index (lexical and hybrid search)."""
+        return self._lexical is not None
+
+    @property
+    def fusion(self) -> Fusion:
+        """The hybrid-search fusion used when a search names none (see ``set_fusion``)."""
+        return self._fusion
 
     @property
     def encoder(self) -> encoders.Encoder | None:
@@ -207,7 +234,10 @@ class Collection:
             vectors: (n, dim) finite floats (a multi-vector collection: n (n_i, dim) arrays of
                 at least one token each); or give ``texts`` to a collection with an encoder.
             payloads: optional n JSON-like dicts.
-            texts: n non-empty documents, encoded with the collection's encoder.
+            texts: n non-empty documents, encoded with the collection's encoder and indexed
+                lexically (BM25) when the collection keeps a lexical index. Given together
+                with ``vectors``, the vectors are stored as they are and the texts only
+                indexed lexically (a pipeline that encodes elsewhere).
             marker: optional JSON object committed atomically with this write; ``marker``
                 returns the last one committed (see ``set_marker``).
 
@@ -215,8 +245,7 @@ class Collection:
             ValueError: on an existing or duplicate id, wrong dimension, NaN/inf, empty batch
                 (or a token set without tokens).
         """
-        vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, "add")
-        self._write(ids, vectors, payloads, replace=False, marker=marker)
+        self._write(ids, *self._vectors_and_texts(vectors, texts, "add"), payloads, False, marker)
 
     def upsert(
         self,
@@ -227,14 +256,48 @@ class Collection:
         texts: Sequence[str] | None = None,
         marker: dict[str, Any] | None = None,
     ) -> None:
-        """Adds items, replacing the vector and payload of ids that already exist."""
-        vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, "upsert")
-        self._write(ids, vectors, payloads, replace=True, marker=marker)
+        """Adds items, replacing the vector, payload (and text) of ids that already exist."""
+        self._write(ids, *self._vectors_and_texts(vectors, texts, "upsert"), payloads, True, marker)
+
+    def _vectors_and_texts(
+        self, vectors: Any, texts: Any, what: str
+    ) -> tuple[Any, list[str] | None]:
+        """(vectors to store, texts for the lexical index or None)."""
+        if texts is not None and vectors is not None:
+            if self._lexical is None or self.text_field is not None:
+                raise ValueError(
+                    f"give exactly one of vectors= or texts= to {what} (both together only "
+                    "index the texts lexically, and this collection keeps no lexical index of "
+                    "them)"
+                )
+            return vectors, encoders.check_texts(texts, "texts")
+        vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, what)
+        return vectors, (list(texts) if texts is not None and self._lexical is not None else None)
+
+    def _lexical_texts(
+        self, rows: list[dict[str, Any]], texts: list[str] | None
+    ) -> list[str | None] | None:
+        """What the lexical index takes for each item: its text, or None (not indexed)."""
+        if self._lexical is None:
+            return None
+        if self.text_field is None:
+            return None if texts is None else list(texts)
+        out: list[str | None] = []
+        for i, row in enumerate(rows):
+            value = row.get(self.text_field)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(
+                    f"payload {i}: field {self.text_field!r} is the collection's text field and "
+                    f"must be a string, got {type(value).__name__}"
+                )
+            out.append(value if value is not None and value.strip() else None)
+        return out
 
     def _write(
         self,
         ids: Any,
         vectors: Any,
+        texts: list[str] | None,
         payloads: Sequence[Any] | None,
         replace: bool,
         marker: dict[str, Any] | None = None,
@@ -252,9 +315,12 @@ class Collection:
             if x.shape[0] != len(keys):
                 raise ValueError(f"got {x.shape[0]} vectors for {len(keys)} ids")
         rows = check_payloads(payloads, len(keys))
+        if texts is not None and len(texts) != len(keys):
+            raise ValueError(f"got {len(texts)} texts for {len(keys)} ids")
+        lex_texts = self._lexical_texts(rows, texts)
         self._check_writable()
         lengths = None if offsets is None else np.diff(offsets)
-        body = wal.encode_upsert(keys, x, rows, lengths, marker)
+        body = wal.encode_upsert(keys, x, rows, lengths, marker, texts=texts)
         with self._lock:
             self._check_writable()
             if not replace:
@@ -265,7 +331,7 @@ class Collection:
             # Everything that can reject the call has run: a logged record always replays.
             seq = self._log(wal.UPSERT, body)
             with self._failing_write():
-                self._apply_upsert(keys, x, rows, schema, offsets)
+                self._apply_upsert(keys, x, rows, schema, offsets, lex_texts)
             if marker is not None:
                 self._marker = marker
         self._commit(seq)
@@ -309,9 +375,11 @@ class Collection:
         rows: list[dict[str, Any]],
         schema: pa.Schema,
         offsets: np.ndarray | None = None,
+        texts: list[str | None] | None = None,
     ) -> None:
         """Applies a validated upsert to memory (caller holds the write lock). ``x`` is (n, dim)
-        vectors, or for a multi-vector collection the sets' tokens with their ``offsets``."""
+        vectors, or for a multi-vector collection the sets' tokens with their ``offsets``;
+        ``texts`` what the lexical index takes (``_lexical_texts``)."""
         if self.multi_vector != (offsets is not None):
             raise ValueError(
                 "token sets for a single-vector collection"
@@ -329,6 +397,10 @@ class Collection:
             self._index.add(x, labels)
             self._vectors.append(x, labels)
         self._next_label += len(keys)
+        if self._lexical is not None and texts is not None:
+            has = [i for i, t in enumerate(texts) if t is not None]
+            if has:
+                self._lexical.add([texts[i] for i in has], labels[has])  # type: ignore[misc]
         self._payloads.put(labels, rows, schema)
         self._label_of.update(zip(keys, labels.tolist(), strict=True))
         if self._id_of.shape[0] < self._next_label:
@@ -371,6 +443,8 @@ class Collection:
         else:
             self._vectors.remove(labels)
         self._payloads.remove(labels)
+        if self._lexical is not None:
+            self._lexical.remove(labels)
 
     # ---- the log -----------------------------------------------------------------------------
     @property
@@ -479,7 +553,18 @@ class Collection:
         return store.live_labels()
 
     def search(
-        self, vector: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
+        self,
+        vector: Any = None,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        mode: str = "dense",
+        text: str | None = None,
+        fusion: str | None = None,
+        weight: float | None = None,
+        rrf_k: float | None = None,
+        depth: int | None = None,
+        **params: Any,
     ) -> list[Hit]:
         """The k best matches for one query: a vector, or a text for a collection with an encoder.
 
@@ -487,13 +572,46 @@ class Collection:
             vector: (dim,) floats (a multi-vector collection: one (m, dim) token set), or a
                 query string.
             k: how many hits, > 0.
-            where: optional payload filter, e.g. ``{"year": {"$gte": 2021}}``.
+            where: optional payload filter, e.g. ``{"year": {"$gte": 2021}}``; applies exactly
+                in every mode.
+            mode: ``"dense"`` (default: the vector index), ``"lexical"`` (BM25 over the items'
+                texts) or ``"hybrid"`` (both, fused). Lexical and hybrid need a collection with
+                a lexical index, and a query text: ``vector`` itself, or ``text=`` beside a
+                query vector.
+            text: the query text for the lexical side when ``vector`` is a vector.
+            fusion: hybrid only: ``"rrf"`` or ``"weighted"`` (default: the collection's,
+                see ``set_fusion``; ``engine.fusion`` documents both).
+            weight: hybrid only: the dense side's weight in [0, 1].
+            rrf_k: hybrid ``rrf`` only: the rank offset (default 60).
+            depth: hybrid only: how many results each side contributes (at least k).
             **params: index search parameters (``ef`` for hnsw, ``nprobe`` for ivf;
                 ``candidates``, ``tau``, ``inner_ef``... for muvera).
 
         Returns:
-            Up to k ``Hit(id, score, payload)``, best first.
+            Up to k ``Hit(id, score, payload)``, best first. Scores are the index's similarity
+            (dense), BM25 (lexical) or the fused score (hybrid).
+
+        Raises:
+            ValueError: an unknown mode or fusion, a weight outside [0, 1], an empty query
+                text, or a lexical / hybrid query on a collection without a lexical index.
+
+        Example:
+            >>> col.search("protein folding", k=5, mode="hybrid", fusion="rrf")
         """
+        if mode != "dense" or text is not None or fusion is not None or weight is not None:
+            res = self._search_modes(
+                vector,
+                [text] if text is not None else None,
+                k,
+                where,
+                mode,
+                batch=False,
+                fusion=self._fusion_for(mode, fusion, weight, rrf_k, depth),
+                params=params,
+            )
+            return res[0]
+        if rrf_k is not None or depth is not None:
+            _no_fusion(fusion, weight, rrf_k, depth)
         q: Any = self._query_vectors(vector, batch=False)
         if self.multi_vector:
             q = [self._one_token_set(q)]
@@ -516,11 +634,36 @@ class Collection:
             ]
 
     def search_batch(
-        self, vectors: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
+        self,
+        vectors: Any = None,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        mode: str = "dense",
+        texts: Sequence[str] | None = None,
+        fusion: str | None = None,
+        weight: float | None = None,
+        rrf_k: float | None = None,
+        depth: int | None = None,
+        **params: Any,
     ) -> SearchResult:
         """The k best matches for each of m queries (vectors, or texts with an encoder):
         ``.ids`` and ``.scores`` (m, k). A multi-vector collection takes a list of (m_j, dim)
-        token sets (or texts)."""
+        token sets (or texts). ``mode``, ``texts`` (the lexical side's query texts beside
+        query vectors) and the fusion arguments are those of ``search``."""
+        if mode != "dense" or texts is not None or fusion is not None or weight is not None:
+            return self._search_modes(
+                vectors,
+                texts,
+                k,
+                where,
+                mode,
+                batch=True,
+                fusion=self._fusion_for(mode, fusion, weight, rrf_k, depth),
+                params=params,
+            )
+        if rrf_k is not None or depth is not None:
+            _no_fusion(fusion, weight, rrf_k, depth)
         q = self._query_vectors(vectors, batch=True)
         if not self.multi_vector:
             q = check_vectors(q, self.dim, "queries")
@@ -531,9 +674,115 @@ class Collection:
             ids = np.full(labels.shape, None, dtype=object)
             found = labels >= 0
             ids[found] = self._id_of[labels[found]]
-            get = self._payloads.get
-            payloads = [[dict(get(lab)) for lab in row if lab >= 0] for row in labels.tolist()]
-            return SearchResult(ids, scores, payloads)
+            return self._result(scores, labels)
+
+    def _result(self, scores: np.ndarray, labels: np.ndarray) -> SearchResult:
+        """(scores, labels) -> ids and payloads (caller holds the read lock)."""
+        ids = np.full(labels.shape, None, dtype=object)
+        found = labels >= 0
+        ids[found] = self._id_of[labels[found]]
+        get = self._payloads.get
+        payloads = [[dict(get(lab)) for lab in row if lab >= 0] for row in labels.tolist()]
+        return SearchResult(ids, scores, payloads)
+
+    def _search_modes(
+        self,
+        queries: Any,
+        texts: Sequence[str] | None,
+        k: int,
+        where: dict[str, Any] | None,
+        mode: str,
+        *,
+        batch: bool,
+        fusion: Fusion | None,
+        params: dict[str, Any],
+    ) -> SearchResult:
+        """Lexical and hybrid search (and dense search given ``text=``, which is refused)."""
+        mode = check_mode(mode)
+        if mode == "dense":
+            raise ValueError(
+                f"text{'s' if batch else ''}= is the lexical side's query: it needs "
+                "mode='lexical' or 'hybrid'"
+            )
+        lexical = self._lexical
+        if lexical is None:
+            raise ValueError(
+                f"collection {self.name!r} has no lexical index, so it cannot run a {mode} "
+                "search: create it with lexical=True (the default for collections with an "
+                "encoder) or text_field=, and add texts"
+            )
+        k = check_k(k)
+        is_text = _are_texts(queries, batch)
+        if texts is not None:
+            if is_text:
+                raise ValueError(
+                    "give the query text once: as the query itself or as text(s)=, not both"
+                )
+            texts = encoders.check_texts(texts, "query texts")
+        elif is_text:
+            texts = encoders.check_texts([queries] if not batch else queries, "query texts")
+        else:
+            raise ValueError(
+                f"a {mode} search needs a query text: search with a string, or give "
+                "text= (texts= for search_batch) beside the query vector"
+            )
+        if mode == "lexical" and queries is not None and not is_text:
+            raise ValueError("a lexical search takes a query text, not a vector")
+        q: Any = None
+        if mode == "hybrid":
+            q = self._query_vectors(queries, batch=batch) if queries is not None else None
+            if q is None:
+                raise ValueError("a hybrid search needs a query vector or a text to encode")
+            if not batch:
+                q = [self._one_token_set(q)] if self.multi_vector else np.asarray(q, np.float32)
+                if not self.multi_vector and q.ndim != 1:
+                    raise ValueError(f"search takes one vector of shape ({self.dim},)")
+            if not self.multi_vector:
+                q = check_vectors(q, self.dim, "queries")
+            n = len(q) if self.multi_vector else q.shape[0]
+            if n != len(texts):
+                raise ValueError(f"{n} query vectors for {len(texts)} query texts")
+        with self._lock.read():
+            allowed = self._allowed(where)
+            if mode == "lexical":
+                scores, labels = lexical.search(list(texts), k, allowed=allowed)
+            else:
+                assert fusion is not None
+                depth = max(k, fusion.depth)
+                dense = self._index.search(q, depth, allowed=allowed, **params)
+                lex = lexical.search(list(texts), depth, allowed=allowed)
+                scores, labels = fusion.fuse(dense, lex, k)
+            return self._result(scores, labels)
+
+    def _fusion_for(
+        self, mode: str, fusion: Any, weight: Any, rrf_k: Any, depth: Any
+    ) -> Fusion | None:
+        if check_mode(mode) == "hybrid":
+            return Fusion.make(fusion, weight, rrf_k, depth, base=self._fusion)
+        _no_fusion(fusion, weight, rrf_k, depth)
+        return None
+
+    def set_fusion(
+        self,
+        fusion: str | None = None,
+        weight: float | None = None,
+        rrf_k: float | None = None,
+        depth: int | None = None,
+    ) -> Fusion:
+        """Sets the collection's default hybrid fusion (e.g. one fitted on judged queries by
+        ``vecdex eval --fit-fusion``); stored in the manifest at once (a checkpoint).
+
+        Returns:
+            The new default ``Fusion``.
+        """
+        new = Fusion.make(fusion, weight, rrf_k, depth, base=self._fusion)
+        self._check_writable()
+        with self._lock.quiesce():
+            self._check_writable()
+            self._fusion = new
+            self._dirty = True
+            self.flush()
+        return new
 
     # ---- persistence -------------------------------------------------------------------------
     def flush(self) -> None:
@@ -561,8 +810,12 @@ class Collection:
             index_dir = self.path / index_name
             if index_dir.exists():
                 shutil.rmtree(index_dir)
+            lexical_name = f"lexical.{gen}"
             with self._lock:  # exclusive: an index may compact itself while it saves
                 self._index.save(index_dir)
+                if self._lexical is not None:
+                    # Rebuilt over the live documents: statistics exact again from here on.
+                    self._lexical.save(self.path / lexical_name)
             storage.fsync_dir(index_dir)
             seq = self._wal.last_seq if self._wal is not None else self._wal_seq
             manifest = {
@@ -573,6 +826,7 @@ class Collection:
                 "next_label": self._next_label,
                 "generation": gen,
                 "index_dir": index_name,
+                **({"lexical_dir": lexical_name} if self._lexical is not None else {}),
                 "files": {n: storage.file_entry(self.path / n) for n in (*data, rows_name)},
                 "versions": ix.base.library_versions(),
                 "wal_seq": seq,
@@ -585,7 +839,10 @@ class Collection:
             self._checkpoint_at = time.monotonic()
             if self._wal is not None:
                 self._wal.checkpointed(seq)
-            self._remove_stale(keep={*data, rows_name, index_name, MANIFEST, WAL_DIR})
+            keep = {*data, rows_name, index_name, MANIFEST, WAL_DIR}
+            if self._lexical is not None:
+                keep.add(lexical_name)
+            self._remove_stale(keep=keep)
 
     def _live_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, labels) of live rows, without compacting: searches may be reading them."""
@@ -724,6 +981,7 @@ class Collection:
                 "_vectors",
                 "_tokens",
                 "_payloads",
+                "_lexical",
                 "_label_of",
                 "_id_of",
                 "_next_label",
@@ -777,6 +1035,7 @@ class Collection:
             if marker is not None and not isinstance(marker, dict):
                 raise ValueError("marker must be an object")
             index_dir = path / str(manifest["index_dir"])
+            lexical_dir = manifest.get("lexical_dir")
             files = manifest["files"]
             col = cls(path, name, config)
         except (KeyError, TypeError, ValueError) as e:
@@ -798,6 +1057,10 @@ class Collection:
             x = persist.load_vectors(path, gen, count, col.dim)
         table, labels, ids = persist.load_rows(path / rows_name, count, next_label)
         col._index = persist.load_index(index_dir, col.index_spec, col.dim, count, labels)
+        if col._lexical is not None:
+            if not isinstance(lexical_dir, str) or not lexical_dir.startswith("lexical."):
+                raise storage.CorruptFileError(mpath, "config has a lexical index, no lexical_dir")
+            col._lexical = persist.load_lexical(path / lexical_dir, col._lexical.config, labels)
         if col.multi_vector:
             col._tokens.install(tokens, offsets, labels)
         else:
@@ -811,6 +1074,8 @@ class Collection:
         col._wal_seq = wal_seq
         col._marker = marker
         col._files_in_use = {*data, rows_name, index_dir.name, MANIFEST, WAL_DIR}
+        if col._lexical is not None:
+            col._files_in_use.add(str(lexical_dir))
         replayer = Replayer(col)
         state = wal.replay(path / WAL_DIR, wal_seq, col.dim, replayer.add)
         replayer.flush()
@@ -855,6 +1120,18 @@ class Collection:
             "count": len(self),
             "bytes_on_disk": size,
         }
+
+
+def _are_texts(queries: Any, batch: bool) -> bool:
+    if not batch:
+        return isinstance(queries, str)
+    return isinstance(queries, (list, tuple)) and bool(queries) and isinstance(queries[0], str)
+
+
+def _no_fusion(*given: Any) -> None:
+    """Fusion arguments belong to hybrid searches; anywhere else they are a mistake."""
+    if any(g is not None for g in given):
+        raise ValueError("fusion, weight, rrf_k and depth apply to mode='hybrid' only")
 
 
 def remove_tree(path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import index as ix
 from encoders import Encoder
+from index.lexical import check_config as check_lexical_config
 
 from . import encoding, locking, wal
 from .collection import CHECKPOINT_BYTES, MANIFEST, Collection, remove_tree
@@ -29,6 +30,32 @@ def check_name(name: Any) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def lexical_config(lexical: Any, text_field: Any, has_encoder: bool) -> dict[str, Any]:
+    """The ``lexical`` / ``text_field`` entries of a new collection's config."""
+    if text_field is not None:
+        if not isinstance(text_field, str) or not text_field or text_field.startswith("_"):
+            raise ValueError(
+                f"text_field must be a payload field name (not starting with '_'), got "
+                f"{text_field!r}"
+            )
+    if lexical is None:
+        lexical = has_encoder or text_field is not None
+    if lexical is False:
+        if text_field is not None:
+            raise ValueError("text_field names the field a lexical index takes: lexical=False")
+        return {}
+    if lexical is True:
+        options: dict[str, Any] = {}
+    elif isinstance(lexical, dict):
+        options = lexical
+    else:
+        raise TypeError(f"lexical must be True, False or a dict of options, got {lexical!r}")
+    out: dict[str, Any] = {"lexical": check_lexical_config(options)}
+    if text_field is not None:
+        out["text_field"] = text_field
+    return out
 
 
 def check_kinds(encoder: Encoder, index: str) -> None:
@@ -112,6 +139,8 @@ class Engine:
         index: str | None = None,
         exist_ok: bool = False,
         durability: str = "fsync",
+        lexical: bool | dict[str, Any] | None = None,
+        text_field: str | None = None,
     ) -> Collection:
         """Creates an empty collection.
 
@@ -130,6 +159,13 @@ class Engine:
             durability: ``"fsync"`` (default): writes return once the log is on disk.
                 ``"none"``: once it reaches the OS (survives a killed process, not a power cut;
                 for bulk loads). Per open, not stored: see ``Collection.durability``.
+            lexical: keep a BM25 index of the items' texts for ``mode="lexical"`` and
+                ``"hybrid"`` searches: True, False, or a dict of options (``language``: the
+                stemmer, default ``english``, or ``none``; ``stopwords``: ``en``, ``none``...;
+                ``k1`` 1.5; ``b`` 0.75; ``method``: ``lucene``, ``robertson`` or ``atire``).
+                Default: on for collections with an encoder or a ``text_field``.
+            text_field: index this payload field (a string) lexically, instead of the texts
+                given to ``add(texts=...)``; works for raw-vector collections too.
 
         Raises:
             CollectionExistsError: the name is taken (unless ``exist_ok``).
@@ -157,6 +193,7 @@ class Engine:
                 config["encoder"] = enc.name
             if dim is None:
                 raise ValueError("give dim= (raw vectors) or encoder= (texts)")
+            config.update(lexical_config(lexical, text_field, encoder is not None))
             # Validates dim, metric and spec before anything touches the disk.
             spec = ix.from_spec(index or "hnsw", dim, metric).spec
             config.update(dim=int(dim), metric=ix.Metric.parse(metric).value, index=spec)

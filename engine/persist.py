@@ -4,6 +4,8 @@ Generation G of a collection holds ``rows.G.parquet`` (labels, ids, payloads), `
 index's own files) and its vectors: ``vectors.G.npy`` (float32 (n, d)) for a single-vector
 collection, or for a multi-vector one ``tokens.G.npy`` (float32 (T, d), every set's tokens in row
 order) with ``offsets.G.npy`` (int64 (n + 1,); set i is ``tokens[offsets[i]:offsets[i + 1]]``).
+A collection with a lexical index also holds ``lexical.G/`` (the BM25 index: vocabulary, documents'
+term ids and the score matrix, with its own ``lexical.json`` of checksums; ``index.lexical``).
 Rows of the vector files follow the rows table. Every file is checked against the manifest (done
 by the caller) and for shape and consistency here; errors name the file.
 """
@@ -11,6 +13,7 @@ by the caller) and for shape and consistency here; errors name the file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +21,7 @@ import pyarrow.parquet as pq
 
 import index as ix
 from index import storage
+from index.lexical import BM25Index
 
 FORMAT_VERSION = 2  # 2 added the write-ahead log (``wal/``, ``wal_seq``); 1 still opens
 MULTI_FORMAT_VERSION = 3  # multi-vector collections (token files); older readers refuse them
@@ -103,6 +107,21 @@ def load_rows(path: Path, count: int, next_label: int) -> tuple[pa.Table, np.nda
     ):
         raise storage.CorruptFileError(path, "ids/labels inconsistent with the manifest")
     return table, labels, ids
+
+
+def load_lexical(directory: Path, config: dict[str, Any], labels: np.ndarray) -> BM25Index:
+    """The lexical index in ``directory``, checked against the collection: the same
+    configuration, and only labels the collection holds."""
+    lexical = BM25Index.load(directory)
+    if lexical.config != config:
+        raise storage.CorruptFileError(
+            directory / "lexical.json", "lexical configuration differs from the collection's"
+        )
+    if not np.isin(lexical.live_labels(), labels).all():
+        raise storage.CorruptFileError(
+            directory / "labels.npy", "the lexical index holds labels the collection does not"
+        )
+    return lexical
 
 
 def load_index(

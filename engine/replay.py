@@ -49,7 +49,7 @@ class Replayer:
             return
         for e in entries:
             try:
-                self._apply(e.ids, e.vectors, self._rows(e), e.lengths)
+                self._apply(e.ids, e.vectors, self._rows(e), e.lengths, e.texts)
             except (ValueError, TypeError) as err:
                 raise storage.CorruptFileError(
                     e.path, f"offset {e.offset}: record {e.seq} does not apply: {err}"
@@ -65,11 +65,14 @@ class Replayer:
         x: np.ndarray | None,
         rows: list[dict[str, Any]],
         lengths: np.ndarray | None,
+        texts: list[str] | None,
     ) -> None:
         if x is None:
             raise ValueError("an upsert record without vectors")
         offsets = None if lengths is None else offsets_of(lengths)
-        self.col._apply_upsert(ids, x, rows, self.col._payloads.check_types(rows), offsets)
+        schema = self.col._payloads.check_types(rows)
+        lex = self.col._lexical_texts(rows, texts)
+        self.col._apply_upsert(ids, x, rows, schema, offsets, lex)
 
     def _apply_merged(self, entries: list[wal.Entry]) -> bool:
         multi = self.col.multi_vector
@@ -81,33 +84,44 @@ class Replayer:
                 last.pop(k, None)  # re-insert: the id takes its latest position
                 last[k] = (i, r)
         lengths: np.ndarray | None = None
+        texts: list[str | None] | None = None
         if len(last) == sum(len(e.ids) for e in entries):
             keys = [k for e in entries for k in e.ids]
             x = np.concatenate([e.vectors for e in entries if e.vectors is not None])
             rows = [p for e in entries for p in self._rows(e)]
+            texts = [t for e in entries for t in self._texts(e)]
             if multi:
                 lengths = np.concatenate([e.lengths for e in entries if e.lengths is not None])
         elif multi:
             keys, x, lengths, rows = self._last_token_sets(entries, last)
+            texts = [self._texts(entries[i])[r] for i, r in last.values()]
         else:
             keys = list(last)
             x = np.empty((len(keys), self.col.dim), dtype=np.float32)
-            rows = []
+            rows, texts = [], []
             for j, (i, r) in enumerate(last.values()):
                 vectors = entries[i].vectors
                 assert vectors is not None
                 x[j] = vectors[r]
                 rows.append(self._rows(entries[i])[r])
+                texts.append(self._texts(entries[i])[r])
         n_rows = len(keys) if lengths is None else int(lengths.sum())
         if x.shape[0] != n_rows or (lengths is not None and lengths.shape[0] != len(keys)):
             return False
         try:
             schema = self.col._payloads.check_types(rows)
+            lex = self.col._lexical_texts(rows, None)
         except ValueError:
             return False  # apply record by record, so that an error names its record
+        if self.col.text_field is None and self.col.lexical:
+            lex = texts
         offsets = None if lengths is None else offsets_of(lengths)
-        self.col._apply_upsert(keys, x, rows, schema, offsets)
+        self.col._apply_upsert(keys, x, rows, schema, offsets, lex)
         return True
+
+    @staticmethod
+    def _texts(e: wal.Entry) -> list[str | None]:
+        return list(e.texts) if e.texts is not None else [None] * len(e.ids)
 
     def _last_token_sets(
         self, entries: list[wal.Entry], last: dict[str, tuple[int, int]]

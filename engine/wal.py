@@ -19,6 +19,9 @@ An upsert may carry ``"marker": {...}``, a small JSON object the caller commits 
 the write (``Collection.upsert(marker=...)``: an ingestion job's position in its input); a mark
 record's body is ``{"marker": {...}}`` alone (``Collection.set_marker``).
 
+An upsert into a collection with a lexical index may carry ``"texts": [...]`` (one string per id):
+the texts the BM25 index takes, replayed with the vectors.
+
 A multi-vector upsert (token sets) adds ``"lengths": [n_0, n_1, ...]`` (each id's token count, all
 positive) to the JSON, and its vectors are the sets' tokens concatenated: float32 (sum(lengths), d).
 
@@ -84,8 +87,10 @@ def encode_upsert(
     payloads: list[dict[str, Any]],
     lengths: np.ndarray | None = None,
     marker: dict[str, Any] | None = None,
+    *,
+    texts: list[str] | None = None,
 ) -> bytes:
-    """The body of an upsert record; ``payloads`` (and ``marker``) are already validated.
+    """The body of an upsert record; ``payloads`` (``marker``, ``texts``) already validated.
 
     For token sets, ``vectors`` holds every set's tokens concatenated and ``lengths`` the token
     count of each id (so ``vectors`` has ``lengths.sum()`` rows)."""
@@ -96,6 +101,8 @@ def encode_upsert(
         meta["payloads"] = payloads
     if marker is not None:
         meta["marker"] = marker
+    if texts is not None:
+        meta["texts"] = texts
     head = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
     x = np.ascontiguousarray(vectors, dtype="<f4")
     return b"".join((_U32.pack(len(head)), head, x.tobytes()))
@@ -124,6 +131,7 @@ class Entry:
     offset: int
     lengths: np.ndarray | None = None  # token sets: tokens per id (``vectors`` concatenates them)
     marker: dict[str, Any] | None = None  # the caller's marker committed with this record
+    texts: list[str] | None = None  # an upsert's texts for the lexical index
 
 
 def _lengths(meta: dict[str, Any], n_ids: int) -> np.ndarray | None:
@@ -139,8 +147,8 @@ def _lengths(meta: dict[str, Any], n_ids: int) -> np.ndarray | None:
     return np.asarray(lengths, dtype=np.int64)
 
 
-def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any, Any]:
-    """(ids, vectors, payloads, lengths, marker) of a record body."""
+def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any, Any, Any]:
+    """(ids, vectors, payloads, lengths, marker, texts) of a record body."""
     if len(body) < _U32.size:
         raise ValueError("body shorter than its length prefix")
     (n_head,) = _U32.unpack_from(body)
@@ -156,14 +164,14 @@ def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any,
     if kind == MARK:
         if marker is None or end != len(body):
             raise ValueError("a mark record holds one marker object and nothing else")
-        return [], None, None, None, marker
+        return [], None, None, None, marker, None
     ids = meta.get("ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
         raise ValueError("ids must be a non-empty list of non-empty strings")
     if kind == DELETE:
         if end != len(body):
             raise ValueError("trailing bytes after a delete")
-        return ids, None, None, None, None
+        return ids, None, None, None, None, None
     if meta.get("dim") != dim:
         raise ValueError(f"vectors of dimension {meta.get('dim')!r}, collection has {dim}")
     if len(set(ids)) != len(ids):
@@ -183,7 +191,14 @@ def _decode(kind: int, body: bytes, dim: int) -> tuple[list[str], Any, Any, Any,
         or not all(isinstance(p, dict) for p in payloads)
     ):
         raise ValueError("payloads must be a list of dicts, one per id")
-    return ids, x, payloads, lengths, marker
+    texts = meta.get("texts")
+    if texts is not None and (
+        not isinstance(texts, list)
+        or len(texts) != len(ids)
+        or not all(isinstance(t, str) for t in texts)
+    ):
+        raise ValueError("texts must be a list of strings, one per id")
+    return ids, x, payloads, lengths, marker, texts
 
 
 def _header(kind: int, seq: int, length: int, body_crc: int) -> bytes:
@@ -262,12 +277,12 @@ class _Scan:
                 if kind not in KINDS:
                     raise storage.CorruptFileError(self.path, f"offset {off}: unknown kind {kind}")
                 try:
-                    ids, x, payloads, lengths, marker = _decode(kind, body, self.dim)
+                    ids, x, payloads, lengths, marker, texts = _decode(kind, body, self.dim)
                 except (ValueError, TypeError, UnicodeDecodeError) as e:
                     raise storage.CorruptFileError(
                         self.path, f"offset {off}: undecodable {KINDS[kind]} record: {e}"
                     ) from None
-                yield Entry(seq, kind, ids, x, payloads, self.path, off, lengths, marker)
+                yield Entry(seq, kind, ids, x, payloads, self.path, off, lengths, marker, texts)
                 off = self.good_end = end
 
     def valid_record_after(self, offset: int) -> bool:

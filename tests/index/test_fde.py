@@ -142,7 +142,8 @@ def test_encoding_is_independent_of_the_batch(sets):
     together = fde.encode_documents(tokens, offsets)
     for i, s in enumerate(sets):
         alone = fde.encode_documents(s, np.array([0, len(s)]))
-        np.testing.assert_array_equal(alone[0], together[i])
+        # Equal up to float32 rounding: BLAS may take another kernel for another batch size.
+        np.testing.assert_allclose(alone[0], together[i], rtol=1e-5, atol=1e-6)
 
 
 def test_seeds_determine_the_encoding(sets):
