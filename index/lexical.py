@@ -180,7 +180,7 @@ class BM25Index:
 
     def remove(self, labels: np.ndarray) -> None:
         """Removes the given labels; absent ones are ignored."""
-        rows = self._rows_of(np.asarray(labels, dtype=np.int64).reshape(-1))
+        rows = np.unique(self._rows_of(np.asarray(labels, dtype=np.int64).reshape(-1)))
         rows = rows[self._alive[rows]]
         if not rows.size:
             return
