@@ -49,6 +49,15 @@ def _info(args: argparse.Namespace) -> int:
         print(f"{d['name']}: {d['count']:,} items, {_size(d['bytes_on_disk'])} on disk")
         print(f"  dim {d['dim']} ({kind}), metric {d['metric']}, index {d['index']}")
         print(f"  encoder {d.get('encoder') or '(none: vectors given directly)'}")
+        lex = d.get("lexical")
+        if lex:
+            source = f"payload field {d['text_field']!r}" if d.get("text_field") else "texts"
+            print(
+                f"  lexical BM25 of {source}: {d.get('lexical_count', 0):,} documents "
+                f"(stemmer {lex['language']}, stopwords {lex['stopwords']}, k1 {lex['k1']:g}, "
+                f"b {lex['b']:g}); hybrid fusion {d['fusion']['method']} "
+                f"(weight {d['fusion']['weight']:g})"
+            )
         run = d.get("last_index_run")
         if run:
             status = "complete" if run["done"] else f"unfinished at row {run['rows']:,}"
@@ -116,6 +125,7 @@ def _index(args: argparse.Namespace) -> int:
                 upsert=args.upsert,
                 overwrite=args.overwrite,
                 progress=progress,
+                lexical=not args.no_lexical,
             )
         except MalformedInputError as e:
             for b in e.bad:
@@ -166,19 +176,32 @@ def _search(args: argparse.Namespace) -> int:
             query = json.loads(args.query)
         except ValueError as e:
             raise ValueError(f"--vector: the query is not a JSON list of numbers: {e}") from None
-    elif col.encoder_spec is None:
+    elif col.encoder_spec is None and args.mode != "lexical":
         raise ValueError(
             f"collection {args.collection!r} has no encoder: pass the query as a JSON vector "
-            "with --vector"
+            "with --vector (or search it with --mode lexical)"
         )
-    params = {}
+    if args.text is not None and not args.vector:
+        raise ValueError("--text is the lexical query beside a --vector query; give one text")
+    params: dict[str, Any] = {}
     for p in args.param or []:
         key, sep, value = p.partition("=")
         if not sep:
             raise ValueError(f"--param takes NAME=VALUE, got {p!r}")
         params[key] = float(value) if "." in value else int(value)
     t0 = time.perf_counter()
-    hits = col.search(query, k=args.k, where=where, **params)
+    hits = col.search(
+        query,
+        k=args.k,
+        where=where,
+        mode=args.mode,
+        text=args.text,
+        fusion=args.fusion,
+        weight=args.weight,
+        rrf_k=args.rrf_k,
+        depth=args.depth,
+        **params,
+    )
     ms = (time.perf_counter() - t0) * 1000
     if args.json:
         print(json.dumps([{"id": h.id, "score": h.score, "payload": h.payload} for h in hits]))
@@ -192,9 +215,18 @@ def _search(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_beir, format_table
+    from .fusion import Fusion
 
+    fusion = Fusion.make(args.fusion, args.weight, args.rrf_k, args.depth)
     rows = evaluate_beir(
-        args.beir_dir, split=args.split, encoders_=args.encoder, indexes=args.index, k=args.k
+        args.beir_dir,
+        split=args.split,
+        encoders_=args.encoder,
+        indexes=args.index,
+        k=args.k,
+        modes=args.mode,
+        fusion=fusion,
+        fit_fusion=args.fit_fusion,
     )
     print(format_table(rows))
     if args.json:
@@ -301,6 +333,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fusion_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("hybrid fusion (default: the collection's; see README)")
+    g.add_argument("--fusion", help="rrf or weighted")
+    g.add_argument("--weight", type=float, help="the dense side's weight in [0, 1]")
+    g.add_argument("--rrf-k", type=float, help="rrf: the rank offset (default 60)")
+    g.add_argument("--depth", type=int, help="results each side contributes (default 100)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vecdex", description="Embedding retrieval and vector search.")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -341,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="drop the collection first")
     x.add_argument("--report", help="write the final report as JSON here")
     x.add_argument("--quiet", action="store_true", help="no progress bar or report")
+    x.add_argument(
+        "--no-lexical", action="store_true", help="no BM25 index of the texts (no hybrid search)"
+    )
     x.set_defaults(func=_index)
 
     q = sub.add_parser("search", help="query a collection")
@@ -352,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--vector", action="store_true", help="the query is a JSON list of numbers")
     q.add_argument("--param", nargs="+", help="index search parameters, e.g. ef=256")
     q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument(
+        "--mode", default="dense", help="dense (default), lexical (BM25) or hybrid (fused)"
+    )
+    q.add_argument("--text", help="with --vector: the lexical side's query text")
+    _fusion_arguments(q)
     q.set_defaults(func=_search)
     e = sub.add_parser("eval", help="nDCG@10 / recall@100 / MRR@10 on a BEIR directory")
     e.add_argument("beir_dir")
@@ -359,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--encoder", nargs="+", default=["default"], help="encoder spec(s)")
     e.add_argument("--index", nargs="+", default=["flat"], help="index spec(s)")
     e.add_argument("-k", type=int, default=100, help="depth retrieved per query")
+    e.add_argument(
+        "--mode", nargs="+", default=["dense"], help="dense, lexical and/or hybrid: a row each"
+    )
+    _fusion_arguments(e)
+    e.add_argument(
+        "--fit-fusion",
+        metavar="SPLIT",
+        help="choose the fusion on this split's judged queries (e.g. train); adds a row",
+    )
     e.add_argument("--json", help="write the rows as JSON here")
     e.set_defaults(func=_eval)
 

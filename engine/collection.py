@@ -1118,6 +1118,11 @@ class Collection:
             **self.config(),
             "multi_vector": self.multi_vector,
             "count": len(self),
+            **(
+                {"lexical_count": len(self._lexical), "fusion": self._fusion.to_dict()}
+                if self._lexical is not None
+                else {}
+            ),
             "bytes_on_disk": size,
         }
 

@@ -175,6 +175,7 @@ class Batch:
     vectors: np.ndarray | list[np.ndarray] | None
     payloads: list[dict[str, Any]]
     bad: list[BadRow]
+    lexical_texts: list[str] | None = None  # the texts the collection's BM25 index takes
 
 
 # ---- the entry point --------------------------------------------------------------------------
@@ -197,6 +198,7 @@ def ingest(
     upsert: bool = False,
     overwrite: bool = False,
     progress: Callable[[Report], None] | None = None,
+    lexical: bool = True,
 ) -> Report:
     """Indexes a Parquet / JSONL / CSV file (or a directory of them, or a BEIR directory) into
     collection ``collection`` of ``eng``, creating it when absent; resumes an interrupted run.
@@ -219,6 +221,8 @@ def ingest(
             item instead of being malformed rows.
         overwrite: drop the collection first.
         progress: called after each committed chunk with the running report.
+        lexical: a new collection from texts keeps a BM25 index of them (lexical and hybrid
+            search); False skips it. An existing collection keeps its own setting.
 
     Raises:
         InputError: unreadable input or absent columns. MalformedInputError: malformed rows
@@ -276,6 +280,7 @@ def ingest(
             encoder=encoder_spec if plan.vector_column is None else None,
             index=index,
             metric=metric or "cosine",
+            lexical=lexical and plan.vector_column is None,
         )
     else:
         _check_fits(col, plan, encoder=encoder, index=index, metric=metric)
@@ -782,7 +787,13 @@ class _Pipeline:
         t = time.perf_counter()
         try:
             if batch.ids:
-                col.upsert(batch.ids, batch.vectors, batch.payloads, marker=marker)
+                col.upsert(
+                    batch.ids,
+                    batch.vectors,
+                    batch.payloads,
+                    marker=marker,
+                    texts=batch.lexical_texts,
+                )
             else:
                 col.set_marker(marker)
         except (TypeError, ValueError) as e:
@@ -812,6 +823,8 @@ class _Pipeline:
             self.progress(r)
 
     def _encode(self, batch: Batch) -> Batch:
+        if self.col.lexical and self.col.text_field is None and batch.ids:
+            batch.lexical_texts = batch.texts
         if batch.texts is not None and batch.ids:
             enc = self.col.encoder
             assert enc is not None

@@ -129,3 +129,26 @@ def test_train_cli_errors(tiny_beir, tmp_path, capsys):
     assert "no training data" in capsys.readouterr().err
     assert cli.main(["eval", str(tmp_path)]) == 2
     assert "BEIR directory" in capsys.readouterr().err
+
+
+def test_eval_cli_modes_and_fitted_fusion(tiny_beir, tiny_st_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    argv = ["eval", str(tiny_beir), "--encoder", str(tiny_st_dir), "--mode", "dense"]
+    argv += ["lexical", "hybrid", "--fusion", "rrf", "--fit-fusion", "train", "--json", str(out)]
+    assert cli.main(argv) == 0
+    rows = json.loads(out.read_text())
+    modes = [r["mode"] for r in rows]
+    assert modes[:3] == ["dense", "lexical", "hybrid rrf k=60 w=0.5"]
+    assert modes[3].startswith("hybrid ") and modes[3].endswith("(fitted on train)")
+    assert rows[3]["fusion"]["method"] in ("rrf", "weighted")
+    # BM25 finds both judged documents at rank 1 (cat -> d1, protein folding -> d2).
+    assert rows[1]["ndcg@10"] == pytest.approx(1.0)
+    assert "lexical" in capsys.readouterr().out
+
+
+def test_eval_cli_refuses_fitting_on_the_scored_split(tiny_beir, capsys):
+    argv = ["eval", str(tiny_beir), "--mode", "hybrid", "--fit-fusion", "test"]
+    assert cli.main(argv) == 2
+    assert "is the split being scored" in capsys.readouterr().err
+    assert cli.main(["eval", str(tiny_beir), "--mode", "sparse"]) == 2
+    assert "unknown search mode 'sparse'" in capsys.readouterr().err

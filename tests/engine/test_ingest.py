@@ -461,6 +461,34 @@ def test_cli_index_search_and_info(tmp_path, tiny_st_dir, capsys):
     assert info["count"] == 30 and info["dim"] == 32 and info["last_index_run"]["done"]
 
 
+def test_cli_index_builds_the_lexical_index_and_searches_every_mode(tmp_path, tiny_st_dir, capsys):
+    rows = docs(25)
+    write_jsonl(tmp_path / "d.jsonl", rows)
+    data = str(tmp_path / "data")
+    base = ["index", str(tmp_path / "d.jsonl"), "--data", data, "--encoder", str(tiny_st_dir)]
+    assert cli.main([*base, "--collection", "lex", "--quiet", "--batch-size", "7"]) == 0
+    col = Engine(data, read_only=True).open_collection("lex")
+    assert col.lexical and col.describe()["lexical_count"] == 25
+    q = rows[6]["title"] + " " + rows[6]["text"]
+    search = ["search", "--data", data, "--collection", "lex", q, "-k", "3", "--json"]
+    for mode in ("lexical", "hybrid"):
+        assert cli.main([*search, "--mode", mode]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["id"] == "doc6"
+    assert cli.main([*search, "--mode", "hybrid", "--fusion", "rrf", "--rrf-k", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["id"] == "doc6"
+    assert cli.main([*search, "--mode", "hybrid", "--weight", "1.5"]) == 2
+    assert "weight must be in [0, 1]" in capsys.readouterr().err
+    assert cli.main([*search, "--mode", "lexicon"]) == 2
+    assert "unknown search mode 'lexicon'" in capsys.readouterr().err
+    assert cli.main(["info", "--data", data, "--collection", "lex"]) == 0
+    assert "lexical BM25 of texts: 25 documents" in capsys.readouterr().out
+
+    assert cli.main([*base, "--collection", "dense", "--quiet", "--no-lexical"]) == 0
+    search[4] = "dense"
+    assert cli.main([*search, "--mode", "lexical"]) == 2
+    assert "has no lexical index" in capsys.readouterr().err
+
+
 def test_cli_search_a_vector_collection(tmp_path, capsys):
     table, x = vec_table(20)
     pq.write_table(table, tmp_path / "v.parquet")
