@@ -104,6 +104,23 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str
         f"\nsearch_batch of {len(queries)} claims: encode {t_enc * 1e3:.0f} ms, search "
         f"{t_search * 1e3:.1f} ms; hnsw recall@10 vs exact {recall:.3f}; nDCG@10 {ndcg:.3f}"
     )
+    by_mode = {"dense": ndcg}
+    for mode in ("lexical", "hybrid"):
+        t0 = time.perf_counter()
+        r = col.search_batch(q_vecs if mode == "hybrid" else None, k=10, mode=mode, texts=texts)
+        ms = (time.perf_counter() - t0) * 1e3
+        run_m = {
+            x["_id"]: [d for d in row if d is not None]
+            for x, row in zip(queries, r.ids, strict=True)
+        }
+        by_mode[mode] = evaluate_run(run_m, {k: v for k, v in qrels.items() if k in run_m})[
+            "ndcg@10"
+        ]
+        by_mode[f"{mode}_ms"] = ms
+    out(
+        f"$ vecdex search ... --mode lexical | hybrid: nDCG@10 dense {ndcg:.3f}, lexical (BM25) "
+        f"{by_mode['lexical']:.3f}, hybrid ({col.fusion.method}) {by_mode['hybrid']:.3f}"
+    )
     eng.close()
 
     reopened = Engine(data).open_collection("sample")
@@ -117,5 +134,7 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str
         "search_ms": t_search * 1e3,
         "recall_at_10": recall,
         "ndcg_at_10": ndcg,
+        "lexical_ndcg_at_10": by_mode["lexical"],
+        "hybrid_ndcg_at_10": by_mode["hybrid"],
         "reopen_identical": float(same),
     }

@@ -18,6 +18,11 @@ def test_demo_indexes_searches_and_reopens(tmp_path, capsys):
     assert recall >= 0.95  # 1.000 observed
     ndcg = float(out.split("nDCG@10 ")[1].split()[0])
     assert ndcg >= 0.75  # MiniLM on the 300-document sample: 0.817 observed
+    line = out.split("--mode lexical | hybrid: ")[1].splitlines()[0]
+    lexical = float(line.split("lexical (BM25) ")[1].split(",")[0])
+    hybrid = float(line.split(") ")[-1])
+    assert lexical >= 0.8  # bm25s on the sample: 0.844 observed
+    assert hybrid >= max(ndcg, lexical)  # weighted fusion: 0.885 observed
     assert cli.main(["info", "--data", str(tmp_path), "--collection", "sample", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info[0]["count"] == 300 and info[0]["index"].startswith("hnsw:")
