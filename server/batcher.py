@@ -1,16 +1,17 @@
 """The micro-batcher: concurrent Search calls merged into one ``search_batch`` call.
 
-Calls that can share a batch (same collection, query kind, k, ``where`` and params) queue
-together. Each queue has at most one batch in flight, and at most ``concurrency`` batches run
-across all queues. The next batch of a queue leaves when its previous one is done, a slot is free
-and either the queue holds ``max_batch`` queries, or its oldest query has waited
-``max_wait_ms``, or no other batch is running (an idle server answers a lone caller at once).
-What arrives while a batch runs waits for the next one, so batches grow with the load: with
-``max_wait_ms=0`` this is continuous batching, the right default on a CPU, where encoding or
-scoring a batch costs about the sum of its queries and waiting for company only adds latency
-(and caps a queue at one batch per window). One batch is one ``Collection.search_batch`` call, i.e.
-one encoder call for text queries and one index/scoring call, run on the server's thread pool;
-each caller gets its row.
+Calls that can share a batch (same collection, query kind, k, ``where``, params, search mode and
+fusion settings, and either all or none with a lexical query text beside the query) queue together;
+hybrid text queries batch like dense ones (one encoder call per batch). Each queue has at most one
+batch in flight, and at most ``concurrency`` batches run across all queues. The next batch of a
+queue leaves when its previous one is done, a slot is free and either the queue holds ``max_batch``
+queries, or its oldest query has waited ``max_wait_ms``, or no other batch is running (an idle
+server answers a lone caller at once). What arrives while a batch runs waits for the next one, so
+batches grow with the load: with ``max_wait_ms=0`` this is continuous batching, the right default on
+a CPU, where encoding or scoring a batch costs about the sum of its queries and waiting for company
+only adds latency (and caps a queue at one batch per window). One batch is one
+``Collection.search_batch`` call, i.e. one encoder call for text queries and one index/scoring call,
+run on the server's thread pool; each caller gets its row.
 
 Deadlines and cancellation: a caller that went away (its future is cancelled) or whose deadline
 has passed before its batch starts is dropped from the batch and counted. If a batch fails, its
@@ -57,6 +58,7 @@ class _Item:
     future: asyncio.Future[list[Hit]]
     deadline: float | None  # loop time
     queued_at: float
+    text: str | None = None  # the lexical side's query text beside a vector query
 
 
 @dataclass
@@ -65,6 +67,10 @@ class _Queue:
     k: int
     where: dict[str, Any] | None
     params: dict[str, Any]
+    # search_batch keywords the batch shares (mode, fusion, weight, rrf_k, depth), and whether
+    # every item carries a text (passed as texts=); both are part of the queue's key.
+    options: dict[str, Any] = field(default_factory=dict)
+    with_text: bool = False
     items: list[_Item] = field(default_factory=list)
     full: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -106,11 +112,17 @@ class MicroBatcher:
         where: dict[str, Any] | None,
         params: dict[str, Any],
         timeout: float | None = None,
+        *,
+        text: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> list[Hit]:
         """The hits for one query, answered from a batch with others of the same ``key``.
 
-        ``key`` must identify everything the batch shares: the collection, the query kind, k,
-        where and params. ``timeout`` (seconds) is the caller's remaining deadline.
+        ``key`` must identify the collection, the query kind, k, where and params; the batcher
+        adds ``options`` (``search_batch`` keywords the batch shares: ``mode`` and the fusion
+        settings; hashable values) and whether ``text`` is given (the lexical query text beside
+        a vector query; a batch passes its items' texts as ``texts=``). ``timeout`` (seconds)
+        is the caller's remaining deadline.
 
         Raises:
             DeadlineExpired: the deadline passed while the query was queued.
@@ -118,11 +130,14 @@ class MicroBatcher:
         """
         loop = asyncio.get_running_loop()
         now = loop.time()
-        item = _Item(query, loop.create_future(), None if timeout is None else now + timeout, now)
+        deadline = None if timeout is None else now + timeout
+        item = _Item(query, loop.create_future(), deadline, now, text)
         self.stats.requests += 1
+        options = dict(options or {})
+        key = (*key, tuple(sorted(options.items())), text is not None)
         q = self._queues.get(key)
         if q is None:
-            q = self._queues[key] = _Queue(col, k, where, params)
+            q = self._queues[key] = _Queue(col, k, where, params, options, text is not None)
             self._spawn(self._drain(key, q))
         q.items.append(item)
         if len(q.items) >= self.max_batch:
@@ -182,7 +197,7 @@ class MicroBatcher:
             self.stats.batched += len(live)
             self.stats.max_seen = max(self.stats.max_seen, len(live))
             try:
-                result = await self._search([it.query for it in live], q)
+                result = await self._search(live, q)
             except Exception as e:  # noqa: BLE001 - handed to the callers below
                 if len(live) == 1 or isinstance(e, FilterError):
                     for it in live:
@@ -193,7 +208,7 @@ class MicroBatcher:
                     if it.future.done():
                         continue
                     try:
-                        _answer(it, (await self._search([it.query], q))[0])
+                        _answer(it, (await self._search([it], q))[0])
                     except Exception as e1:  # noqa: BLE001 - this caller's own error
                         _fail(it, e1)
                 return
@@ -208,9 +223,12 @@ class MicroBatcher:
             self._running -= 1
             self._slots.release()
 
-    async def _search(self, queries: list[Any], q: _Queue) -> SearchResult:
+    async def _search(self, items: list[_Item], q: _Queue) -> SearchResult:
+        kwargs = dict(q.options)
+        if q.with_text:
+            kwargs["texts"] = [it.text for it in items]
         res: SearchResult = await self._runner(
-            q.col.search_batch, queries, q.k, where=q.where, **q.params
+            q.col.search_batch, [it.query for it in items], q.k, where=q.where, **kwargs, **q.params
         )
         return res
 

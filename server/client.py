@@ -22,14 +22,31 @@ from typing import Any
 import grpc
 import numpy as np
 
+from encoders import check_texts
 from engine.collection import check_ids
+from engine.engine import lexical_config
 from engine.errors import CollectionExistsError, CollectionNotFoundError, ReadOnlyError
+from engine.fusion import Fusion, check_mode
 from engine.results import Hit, Record, SearchResult
+from index.lexical import check_config as check_lexical_config
 from index.spec import is_multivector
 
-from .convert import dict_to_struct, hits_from, record_from, result_from, set_query, to_multi
+from .convert import (
+    dict_to_struct,
+    fusion_from,
+    hits_from,
+    lexical_options,
+    record_from,
+    result_from,
+    set_lexical_options,
+    set_query,
+    to_multi,
+)
 from .pb import vecdex_pb2 as pb
 from .pb import vecdex_pb2_grpc as pb_grpc
+
+# Collection.search's words for fusion arguments outside hybrid mode (tests compare the two).
+HYBRID_ONLY = "fusion, weight, rrf_k and depth apply to mode='hybrid' only"
 
 
 class RequestError(ValueError):
@@ -138,16 +155,22 @@ class Client:
         metric: str = "cosine",
         index: str = "hnsw",
         exist_ok: bool = False,
+        lexical: bool | dict[str, Any] | None = None,
+        text_field: str | None = None,
     ) -> RemoteCollection:
         """Creates a collection on the server (see ``Engine.create_collection``).
 
         ``encoder`` is a spec the server resolves: ``default``, ``token[:...]`` or a model
-        directory on the server's machine.
+        directory on the server's machine. ``lexical`` (True, False, a dict of BM25 options, or
+        None: on for collections with an encoder or a ``text_field``) and ``text_field`` are the
+        engine's, checked here as the engine checks them.
 
         Raises:
             CollectionExistsError: the name is taken (unless ``exist_ok``).
             RequestError: invalid name, dim, metric, encoder or index spec.
+            ValueError, TypeError: invalid ``lexical`` or ``text_field`` (the engine's messages).
         """
+        lexical_config(lexical, text_field, encoder is not None)  # the engine's checks
         req = pb.CreateCollectionRequest(
             name=name,
             dim=dim or 0,
@@ -155,7 +178,12 @@ class Client:
             metric=metric,
             index=index,
             exist_ok=exist_ok,
+            text_field=text_field or "",
         )
+        if isinstance(lexical, dict):
+            set_lexical_options(req.lexical_options, check_lexical_config(lexical))
+        elif lexical is not None:
+            req.lexical = bool(lexical)
         try:
             info = self.call("CreateCollection", req, name)
         except RequestError as e:
@@ -211,6 +239,8 @@ class RemoteCollection:
         self.metric = info.metric
         self.index_spec = info.index
         self.encoder_spec: str | None = info.encoder or None
+        self.text_field: str | None = info.text_field or None
+        self._lexical = bool(info.lexical)
 
     def __repr__(self) -> str:
         return (
@@ -222,21 +252,51 @@ class RemoteCollection:
         return self._client.call(method, request, self.name)
 
     # ---- description -----------------------------------------------------------------------
+    @property
+    def lexical(self) -> bool:
+        """Whether the collection keeps a BM25 index (lexical and hybrid search)."""
+        return self._lexical
+
+    @property
+    def fusion(self) -> Fusion:
+        """The collection's default hybrid fusion, as the server holds it now."""
+        return fusion_from(self._client._describe(self.name).fusion)
+
     def config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"dim": self.dim, "metric": self.metric, "index": self.index_spec}
-        if self.encoder_spec is not None:
-            config["encoder"] = self.encoder_spec
-        return config
+        """The collection's config, as ``Collection.config`` gives it (asks the server: the
+        default fusion may have changed)."""
+        return _config(self._client._describe(self.name))
 
     def describe(self) -> dict[str, Any]:
+        """Name, config, count and bytes on disk (see ``Collection.describe``)."""
         info = self._client._describe(self.name)
-        out: dict[str, Any] = {"name": info.name, "dim": info.dim, "metric": info.metric}
-        out["index"] = info.index
-        if info.encoder:
-            out["encoder"] = info.encoder
-        out["multi_vector"] = is_multivector(info.index.split(":", 1)[0])
-        out.update(count=info.count, bytes_on_disk=info.bytes_on_disk)
+        out = {
+            "name": info.name,
+            **_config(info),
+            "multi_vector": is_multivector(info.index.split(":", 1)[0]),
+            "count": info.count,
+        }
+        if info.lexical:
+            out.update(lexical_count=info.lexical_count, fusion=fusion_from(info.fusion).to_dict())
+        out["bytes_on_disk"] = info.bytes_on_disk
         return out
+
+    def set_fusion(
+        self,
+        fusion: str | None = None,
+        weight: float | None = None,
+        rrf_k: float | None = None,
+        depth: int | None = None,
+    ) -> Fusion:
+        """Sets the collection's default hybrid fusion (see ``Collection.set_fusion``).
+
+        Returns:
+            The new default ``Fusion``.
+        """
+        Fusion.make(fusion, weight, rrf_k, depth)  # the engine's checks, before the wire
+        req = pb.SetFusionRequest(collection=self.name)
+        _set_fusion_args(req, fusion, weight, rrf_k, depth)
+        return fusion_from(self._call("SetFusion", req))
 
     def __len__(self) -> int:
         return int(self._client._describe(self.name).count)
@@ -275,24 +335,18 @@ class RemoteCollection:
         texts: Sequence[str] | None,
         add_only: bool,
     ) -> None:
-        if (vectors is None) == (texts is None):
-            raise ValueError("give exactly one of vectors= or texts=")
+        what = "add" if add_only else "upsert"
+        if vectors is None and texts is None:
+            raise ValueError(f"give exactly one of vectors= or texts= to {what}")
         req = pb.UpsertRequest(collection=self.name, ids=check_ids(ids), add_only=add_only)
         if texts is not None:
+            # Beside vectors, the texts are only indexed lexically (the server checks that the
+            # collection keeps such an index).
             if isinstance(texts, str):
                 raise TypeError("texts must be a list of strings, not one string")
             req.texts.extend(texts)
-        elif isinstance(vectors, (list, tuple)) and vectors and np.ndim(vectors[0]) == 2:
-            for x in vectors:  # token sets: one (n_i, d) array per id
-                to_multi(x, req.multi_vectors.add())
-        else:
-            x = np.asarray(vectors, dtype=np.float32)
-            if x.ndim == 3:
-                for t in x:
-                    to_multi(t, req.multi_vectors.add())
-            else:
-                for row in x.reshape(len(x), -1) if x.ndim else x.reshape(1, -1):
-                    req.vectors.add().values.extend(row.tolist())
+        if vectors is not None:
+            _set_vectors(req, vectors)
         if payloads is not None:
             if isinstance(payloads, (str, bytes, dict)):
                 raise TypeError("payloads must be a list of dicts, one per id")
@@ -313,31 +367,92 @@ class RemoteCollection:
         return [record_from(r) for r in res.records]
 
     def search(
-        self, vector: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
+        self,
+        vector: Any = None,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        mode: str = "dense",
+        text: str | None = None,
+        fusion: str | None = None,
+        weight: float | None = None,
+        rrf_k: float | None = None,
+        depth: int | None = None,
+        **params: Any,
     ) -> list[Hit]:
-        """The k best matches for one query: a text, a (dim,) vector or an (n, dim) token set."""
+        """The k best matches for one query: a text, a (dim,) vector or an (n, dim) token set.
+
+        ``mode`` (``dense``, ``lexical``, ``hybrid``), ``text`` (the lexical query text beside a
+        query vector) and the hybrid fusion arguments are ``Collection.search``'s; what the wire
+        cannot carry is refused here with the engine's message, the rest by the server.
+        """
         req = pb.SearchRequest(collection=self.name, k=_k(k))
-        set_query(req.query, vector)
+        _set_mode(req, mode, fusion, weight, rrf_k, depth)
+        if text is not None:
+            req.text = _check_text(text)
+        if vector is not None:
+            set_query(req.query, vector)
         _filters(req, where, params)
         return hits_from(self._call("Search", req))
 
     def search_batch(
-        self, vectors: Any, k: int = 10, *, where: dict[str, Any] | None = None, **params: Any
+        self,
+        vectors: Any = None,
+        k: int = 10,
+        *,
+        where: dict[str, Any] | None = None,
+        mode: str = "dense",
+        texts: Sequence[str] | None = None,
+        fusion: str | None = None,
+        weight: float | None = None,
+        rrf_k: float | None = None,
+        depth: int | None = None,
+        **params: Any,
     ) -> SearchResult:
-        """The k best matches for each of m queries (texts, an (m, dim) array, or token sets)."""
+        """The k best matches for each of m queries (texts, an (m, dim) array, or token sets);
+        ``mode``, ``texts`` and the fusion arguments are ``Collection.search_batch``'s."""
         req = pb.SearchBatchRequest(collection=self.name, k=_k(k))
-        if _is_texts(vectors):
-            for t in vectors:
-                req.queries.add().text = t
-        elif isinstance(vectors, (list, tuple)) and vectors and np.ndim(vectors[0]) == 2:
-            for x in vectors:
-                set_query(req.queries.add(), np.asarray(x, dtype=np.float32))
-        else:
-            x = np.asarray(vectors, dtype=np.float32)
-            for q in x.reshape(1, -1) if x.ndim == 1 else x:
-                set_query(req.queries.add(), q)
+        _set_mode(req, mode, fusion, weight, rrf_k, depth)
+        if texts is not None:
+            if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+                check_texts(texts, "query texts")  # raises, in the engine's words
+            items = list(texts)
+            if not items:
+                check_texts(items, "query texts")  # raises: an empty batch
+            req.texts.extend(_check_text(t, f"query texts[{i}]") for i, t in enumerate(items))
+        if vectors is not None:  # None: the texts alone (a lexical search)
+            _set_queries(req, vectors)
         _filters(req, where, params)
         return result_from(self._call("SearchBatch", req), req.k)
+
+
+def _set_vectors(req: pb.UpsertRequest, vectors: Any) -> None:
+    """An upsert's vectors: an (n, dim) array, or n token sets of (n_i, dim)."""
+    if isinstance(vectors, (list, tuple)) and vectors and np.ndim(vectors[0]) == 2:
+        for x in vectors:  # token sets: one (n_i, d) array per id
+            to_multi(x, req.multi_vectors.add())
+        return
+    x = np.asarray(vectors, dtype=np.float32)
+    if x.ndim == 3:
+        for t in x:
+            to_multi(t, req.multi_vectors.add())
+    else:
+        for row in x.reshape(len(x), -1) if x.ndim else x.reshape(1, -1):
+            req.vectors.add().values.extend(row.tolist())
+
+
+def _set_queries(req: pb.SearchBatchRequest, queries: Any) -> None:
+    """A batch's queries: texts, an (m, dim) array, or token sets."""
+    if _is_texts(queries):
+        for t in queries:
+            req.queries.add().text = t
+    elif isinstance(queries, (list, tuple)) and queries and np.ndim(queries[0]) == 2:
+        for x in queries:
+            set_query(req.queries.add(), np.asarray(x, dtype=np.float32))
+    else:
+        x = np.asarray(queries, dtype=np.float32)
+        for q in x.reshape(1, -1) if x.ndim == 1 else x:
+            set_query(req.queries.add(), q)
 
 
 def _k(k: Any) -> int:
@@ -346,6 +461,52 @@ def _k(k: Any) -> int:
     if not 0 < k < 2**31:
         raise ValueError(f"k must be positive, got {k}")
     return int(k)
+
+
+def _config(info: pb.CollectionInfo) -> dict[str, Any]:
+    """``Collection.config()`` from a CollectionInfo (entries left out where the engine does)."""
+    config: dict[str, Any] = {"dim": info.dim, "metric": info.metric, "index": info.index}
+    if info.encoder:
+        config["encoder"] = info.encoder
+    if info.lexical:
+        config["lexical"] = lexical_options(info.lexical_options)
+    if info.text_field:
+        config["text_field"] = info.text_field
+    fusion = fusion_from(info.fusion)
+    if fusion != Fusion():
+        config["fusion"] = fusion.to_dict()
+    return config
+
+
+def _set_fusion_args(req: Any, fusion: Any, weight: Any, rrf_k: Any, depth: Any) -> None:
+    """Fills a request's fusion fields from values the engine's checks have passed."""
+    if fusion is not None:
+        req.fusion = fusion
+    if weight is not None:
+        req.weight = float(weight)
+    if rrf_k is not None:
+        req.rrf_k = float(rrf_k)
+    if depth is not None:
+        req.depth = int(depth)
+
+
+def _set_mode(req: Any, mode: Any, fusion: Any, weight: Any, rrf_k: Any, depth: Any) -> None:
+    """The mode and fusion fields of a search request, checked in the engine's order and words."""
+    mode = check_mode(mode)
+    if mode == "hybrid":
+        Fusion.make(fusion, weight, rrf_k, depth)
+    elif any(a is not None for a in (fusion, weight, rrf_k, depth)):
+        raise ValueError(HYBRID_ONLY)
+    if mode != "dense":
+        req.mode = mode
+    _set_fusion_args(req, fusion, weight, rrf_k, depth)
+
+
+def _check_text(text: Any, name: str = "query texts[0]") -> str:
+    """A query text the wire can carry (blank ones go on: the server refuses them)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be a string, got {type(text).__name__}")
+    return text
 
 
 def _filters(req: Any, where: dict[str, Any] | None, params: dict[str, Any]) -> None:

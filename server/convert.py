@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from google.protobuf import struct_pb2
 
+from engine.fusion import Fusion
 from engine.results import Hit, Record, SearchResult
 
 from .pb import vecdex_pb2 as pb
@@ -220,3 +221,42 @@ def record_from(msg: pb.Record) -> Record | None:
     else:
         vector = np.array(msg.vector.values, dtype=np.float32)
     return Record(msg.id, vector, struct_to_dict(msg.payload))
+
+
+# ---- lexical and hybrid settings ---------------------------------------------------------------
+LEXICAL_STRINGS = ("language", "stopwords", "method")
+LEXICAL_NUMBERS = ("k1", "b")
+
+
+def lexical_options(msg: pb.LexicalOptions) -> dict[str, Any]:
+    """The options a LexicalOptions sets (unset fields left out: the engine's defaults)."""
+    out: dict[str, Any] = {f: getattr(msg, f) for f in LEXICAL_STRINGS if getattr(msg, f)}
+    out.update({f: getattr(msg, f) for f in LEXICAL_NUMBERS if msg.HasField(f)})
+    return out
+
+
+def set_lexical_options(out: pb.LexicalOptions, options: Mapping[str, Any]) -> None:
+    """Fills a LexicalOptions from a checked lexical configuration (strings and numbers)."""
+    for f in LEXICAL_STRINGS:
+        if options.get(f) is not None:
+            setattr(out, f, str(options[f]))
+    for f in LEXICAL_NUMBERS:
+        if options.get(f) is not None:
+            setattr(out, f, float(options[f]))
+
+
+def fusion_message(f: Fusion, out: pb.Fusion | None = None) -> pb.Fusion:
+    m = pb.Fusion() if out is None else out
+    m.method, m.weight, m.rrf_k, m.depth = f.method, f.weight, f.rrf_k, f.depth
+    return m
+
+
+def fusion_from(msg: pb.Fusion) -> Fusion:
+    return Fusion(msg.method, float(msg.weight), float(msg.rrf_k), int(msg.depth))
+
+
+def fusion_args(msg: Any) -> dict[str, Any]:
+    """``fusion``, ``weight``, ``rrf_k``, ``depth`` as a request sets them; unset ones left out."""
+    out: dict[str, Any] = {"fusion": msg.fusion} if msg.fusion else {}
+    out.update({f: getattr(msg, f) for f in ("weight", "rrf_k", "depth") if msg.HasField(f)})
+    return out

@@ -30,6 +30,7 @@ from engine.errors import (
     ReadOnlyError,
 )
 from engine.filters import FilterError
+from engine.fusion import Fusion, check_mode
 
 from .batcher import DeadlineExpired, MicroBatcher
 from .config import Limits
@@ -38,12 +39,16 @@ from .convert import (
     TEXT,
     VECTOR,
     BadRequest,
+    fusion_args,
+    fusion_message,
     hits_message,
     invalid,
+    lexical_options,
     multi_array,
     optional_struct,
     parse_query,
     record_message,
+    set_lexical_options,
     struct_to_dict,
     too_big,
 )
@@ -55,6 +60,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VecDex"].full_name
 MULTI_VECTOR_KINDS = ("muvera", "chamfer", "token_ann")  # multi-vector index spec kinds
+# Search keywords that have their own request fields: never index parameters.
+SEARCH_FIELDS = frozenset(
+    {
+        "k",
+        "where",
+        "mode",
+        "text",
+        "texts",
+        "fusion",
+        "weight",
+        "rrf_k",
+        "depth",
+        "vector",
+        "vectors",
+    }
+)
 
 
 @dataclass
@@ -192,13 +213,17 @@ class VecDexServicer(pb_grpc.VecDexServicer):
                 raise invalid(f"{field}[{i}] is empty")
         return out
 
-    def _check_query(self, col: Any, kind: str, value: Any, field: str) -> Any:
+    def _check_query(self, col: Any, kind: str, value: Any, field: str, mode: str) -> Any:
         multi = is_multi_vector(col)
         if kind == TEXT:
-            if getattr(col, "encoder_spec", None) is None:
-                raise invalid(
-                    f"{field}.text: collection {col.name!r} has no encoder; search it with vectors"
+            # A lexical search uses the text as it is; dense and hybrid ones encode it.
+            if mode != "lexical" and getattr(col, "encoder_spec", None) is None:
+                hint = (
+                    "send a vector query with the text in text"
+                    if mode == "hybrid"
+                    else "search it with vectors"
                 )
+                raise invalid(f"{field}.text: collection {col.name!r} has no encoder; {hint}")
             return value
         if kind == VECTOR and multi:
             raise invalid(
@@ -217,9 +242,49 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             )
         return value
 
+    def _text(self, text: str, field: str) -> str:
+        """A lexical query text: not blank, within the size limit."""
+        if not text.strip():
+            raise invalid(f"{field} is empty")
+        if len(text) > self.limits.max_text_chars:
+            raise too_big(
+                f"{field} has {len(text)} characters, over the limit of "
+                f"{self.limits.max_text_chars}"
+            )
+        return text
+
+    @staticmethod
+    def _search_options(request: Any) -> tuple[str, dict[str, Any]]:
+        """The search mode and the ``search``/``search_batch`` keywords it takes besides the query.
+
+        Mode and (hybrid) fusion settings are checked here with the engine's own checks, so a
+        bad one is refused with the engine's message before it reaches the micro-batcher; fusion
+        settings in another mode go to the engine, which refuses them.
+        """
+        mode = check_mode(request.mode or "dense")
+        options = fusion_args(request)
+        if mode == "hybrid":
+            Fusion.make(
+                options.get("fusion"),
+                options.get("weight"),
+                options.get("rrf_k"),
+                options.get("depth"),
+            )
+        if mode != "dense":  # dense searches call the engine exactly as before modes existed
+            options["mode"] = mode
+        return mode, options
+
+    @staticmethod
+    def _params(request: Any) -> dict[str, Any]:
+        params = optional_struct(request, "params") or {}
+        clash = sorted(SEARCH_FIELDS & params.keys())
+        if clash:
+            raise invalid(f"params.{clash[0]} is not an index parameter: use the request's field")
+        return params
+
     @staticmethod
     def _info(d: dict[str, Any]) -> pb.CollectionInfo:
-        return pb.CollectionInfo(
+        info = pb.CollectionInfo(
             name=d["name"],
             dim=int(d["dim"]),
             metric=str(d["metric"]),
@@ -227,7 +292,15 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             encoder=str(d.get("encoder") or ""),
             count=int(d["count"]),
             bytes_on_disk=int(d.get("bytes_on_disk", 0)),
+            lexical=d.get("lexical") is not None,
+            text_field=str(d.get("text_field") or ""),
+            lexical_count=int(d.get("lexical_count") or 0),
         )
+        if d.get("lexical") is not None:
+            set_lexical_options(info.lexical_options, d["lexical"])
+        fusion = Fusion.from_dict(d["fusion"]) if d.get("fusion") else Fusion()
+        fusion_message(fusion, info.fusion)
+        return info
 
     # ---- collections -----------------------------------------------------------------------
     @_rpc
@@ -236,6 +309,11 @@ class VecDexServicer(pb_grpc.VecDexServicer):
     ) -> pb.CollectionInfo:
         if not request.name:
             raise invalid("name is empty")
+        lexical: Any = request.lexical if request.HasField("lexical") else None
+        if request.HasField("lexical_options"):
+            if lexical is False:
+                raise invalid("lexical_options is set but lexical is false")
+            lexical = lexical_options(request.lexical_options)
         col = await self.run(
             self.engine.create_collection,
             request.name,
@@ -244,6 +322,8 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             metric=request.metric or "cosine",
             index=request.index or "hnsw",
             exist_ok=request.exist_ok,
+            lexical=lexical,
+            text_field=request.text_field or None,
         )
         return self._info(await self.run(col.describe))
 
@@ -278,21 +358,22 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         ids = self._ids(request.ids)
         n = len(ids)
         given = [f for f in ("vectors", "multi_vectors", "texts") if len(getattr(request, f))]
-        if len(given) != 1:
+        if not given or given[:2] == ["vectors", "multi_vectors"]:
             raise invalid(
-                "set exactly one of vectors, multi_vectors or texts (one per id); "
-                f"got {', '.join(given) or 'none'}"
+                "set one of vectors, multi_vectors or texts (one per id), or texts beside "
+                f"vectors (lexical indexing only); got {', '.join(given) or 'none'}"
             )
-        source = given[0]
-        if len(getattr(request, source)) != n:
-            raise invalid(f"{source} has {len(getattr(request, source))} entries for {n} ids")
+        for f in given:
+            if len(getattr(request, f)) != n:
+                raise invalid(f"{f} has {len(getattr(request, f))} entries for {n} ids")
         if len(request.payloads) not in (0, n):
             raise invalid(f"payloads has {len(request.payloads)} entries for {n} ids")
+        source = given[0]  # what the vectors come from: texts only when nothing else is given
         col = await self._collection(request.collection)
         multi = is_multi_vector(col)
         vectors: Any = None
         texts: list[str] | None = None
-        if source == "texts":
+        if "texts" in given:
             texts = list(request.texts)
             for i, t in enumerate(texts):
                 if not t.strip():
@@ -302,6 +383,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
                         f"texts[{i}] has {len(t)} characters, over the limit of "
                         f"{self.limits.max_text_chars}"
                     )
+        if source == "texts":
             if getattr(col, "encoder_spec", None) is None:
                 raise invalid(f"texts: collection {col.name!r} has no encoder; send vectors")
         elif source == "vectors":
@@ -367,16 +449,25 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchResponse:
         k = self._k(request.k)
-        if not request.HasField("query"):
+        mode, options = self._search_options(request)
+        text = self._text(request.text, "text") if request.HasField("text") else None
+        kind: str | None = None
+        value: Any = None
+        if request.HasField("query"):
+            kind, value = parse_query(
+                request.query, "query", self.limits.max_text_chars, self.limits.max_query_vectors
+            )
+        elif text is None:
             raise invalid("query is missing")
-        kind, value = parse_query(
-            request.query, "query", self.limits.max_text_chars, self.limits.max_query_vectors
-        )
         col = await self._collection(request.collection)
-        value = self._check_query(col, kind, value, "query")
+        if kind is not None:
+            value = self._check_query(col, kind, value, "query", mode)
+        elif mode == "lexical":  # the text alone: the same search as a text query, batchable
+            kind, value, text = TEXT, text, None
         where = optional_struct(request, "where")
-        params = optional_struct(request, "params") or {}
-        if self.batcher is not None:
+        params = self._params(request)
+        if self.batcher is not None and kind is not None:
+            # The batcher adds the mode, the fusion settings and whether a text is given.
             key = (
                 id(col),
                 kind,
@@ -385,11 +476,21 @@ class VecDexServicer(pb_grpc.VecDexServicer):
                 json.dumps(params, sort_keys=True),
             )
             hits = await self.batcher.search(
-                key, col, value, k, where, params, timeout=context.time_remaining()
+                key,
+                col,
+                value,
+                k,
+                where,
+                params,
+                timeout=context.time_remaining(),
+                text=text,
+                options=options,
             )
-        else:
+        else:  # no batcher, or no query beside the text (refused by the engine in its words)
+            if text is not None:
+                options["text"] = text
             hits = await run_blocking(
-                self._search_executor, col.search, value, k, where=where, **params
+                self._search_executor, col.search, value, k, where=where, **options, **params
             )
         return hits_message(hits, pb.SearchResponse())
 
@@ -398,37 +499,50 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.SearchBatchResponse:
         k = self._k(request.k)
-        m = len(request.queries)
-        if m == 0:
-            raise invalid("queries is empty")
-        if m > self.limits.max_batch_queries:
-            raise too_big(
-                f"queries has {m} entries, over the server limit of "
-                f"{self.limits.max_batch_queries}; split the call"
-            )
+        mode, options = self._search_options(request)
         lim = self.limits
+        m = len(request.queries)
+        if m == 0 and not request.texts:
+            raise invalid("queries is empty")
+        for name, n in (("queries", m), ("texts", len(request.texts))):
+            if n > lim.max_batch_queries:
+                raise too_big(
+                    f"{name} has {n} entries, over the server limit of "
+                    f"{lim.max_batch_queries}; split the call"
+                )
+        if request.texts:
+            options["texts"] = [self._text(t, f"texts[{i}]") for i, t in enumerate(request.texts)]
         parsed = [
             parse_query(q, f"queries[{i}]", lim.max_text_chars, lim.max_query_vectors)
             for i, q in enumerate(request.queries)
         ]
-        kind = parsed[0][0]
+        kind = parsed[0][0] if parsed else None
         for i, (kind_i, _) in enumerate(parsed):
             if kind_i != kind:
                 raise invalid(f"queries[{i}] is a {kind_i} query, queries[0] a {kind} query")
         col = await self._collection(request.collection)
         values = [
-            self._check_query(col, kind, v, f"queries[{i}]") for i, (_, v) in enumerate(parsed)
+            self._check_query(col, kind_i, v, f"queries[{i}]", mode)
+            for i, (kind_i, v) in enumerate(parsed)
         ]
-        queries: Any = np.stack(values) if kind == VECTOR else values
+        # No queries (texts alone): the engine runs a lexical search, or says what is missing.
+        queries: Any = None if not values else np.stack(values) if kind == VECTOR else values
         where = optional_struct(request, "where")
-        params = optional_struct(request, "params") or {}
+        params = self._params(request)
         result = await run_blocking(
-            self._search_executor, col.search_batch, queries, k, where=where, **params
+            self._search_executor, col.search_batch, queries, k, where=where, **options, **params
         )
         out = pb.SearchBatchResponse()
-        for i in range(m):
+        for i in range(len(result)):
             hits_message(result[i], out.results.add())
         return out
+
+    @_rpc
+    async def SetFusion(
+        self, request: pb.SetFusionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Fusion:
+        col = await self._collection(request.collection)
+        return fusion_message(await self.run(col.set_fusion, **fusion_args(request)))
 
     @_rpc
     async def Stats(

@@ -30,23 +30,55 @@ class Query(_message.Message):
     def __init__(self, text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., multi_vector: _Optional[_Union[MultiVector, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dim", "encoder", "metric", "index", "exist_ok")
+    __slots__ = ("name", "dim", "encoder", "metric", "index", "exist_ok", "lexical", "lexical_options", "text_field")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     ENCODER_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     encoder: str
     metric: str
     index: str
     exist_ok: bool
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., encoder: _Optional[str] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+    lexical: bool
+    lexical_options: LexicalOptions
+    text_field: str
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., encoder: _Optional[str] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., exist_ok: _Optional[bool] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ...) -> None: ...
+
+class LexicalOptions(_message.Message):
+    __slots__ = ("language", "stopwords", "k1", "b", "method")
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    STOPWORDS_FIELD_NUMBER: _ClassVar[int]
+    K1_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    language: str
+    stopwords: str
+    k1: float
+    b: float
+    method: str
+    def __init__(self, language: _Optional[str] = ..., stopwords: _Optional[str] = ..., k1: _Optional[float] = ..., b: _Optional[float] = ..., method: _Optional[str] = ...) -> None: ...
+
+class Fusion(_message.Message):
+    __slots__ = ("method", "weight", "rrf_k", "depth")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    weight: float
+    rrf_k: float
+    depth: int
+    def __init__(self, method: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk")
+    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk", "lexical", "lexical_options", "text_field", "fusion", "lexical_count")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +86,11 @@ class CollectionInfo(_message.Message):
     ENCODER_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     BYTES_ON_DISK_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
@@ -61,7 +98,12 @@ class CollectionInfo(_message.Message):
     encoder: str
     count: int
     bytes_on_disk: int
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ...) -> None: ...
+    lexical: bool
+    lexical_options: LexicalOptions
+    text_field: str
+    fusion: Fusion
+    lexical_count: int
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., lexical_count: _Optional[int] = ...) -> None: ...
 
 class DropCollectionRequest(_message.Message):
     __slots__ = ("name",)
@@ -156,18 +198,30 @@ class GetResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "k", "where", "params")
+    __slots__ = ("collection", "query", "k", "where", "params", "mode", "text", "fusion", "weight", "rrf_k", "depth")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     WHERE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: Query
     k: int
     where: _struct_pb2.Struct
     params: _struct_pb2.Struct
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    mode: str
+    text: str
+    fusion: str
+    weight: float
+    rrf_k: float
+    depth: int
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., text: _Optional[str] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "payload")
@@ -186,24 +240,50 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
 
 class SearchBatchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "where", "params")
+    __slots__ = ("collection", "queries", "k", "where", "params", "mode", "texts", "fusion", "weight", "rrf_k", "depth")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     WHERE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     k: int
     where: _struct_pb2.Struct
     params: _struct_pb2.Struct
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    mode: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    fusion: str
+    weight: float
+    rrf_k: float
+    depth: int
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class SearchBatchResponse(_message.Message):
     __slots__ = ("results",)
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResponse]
     def __init__(self, results: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ...) -> None: ...
+
+class SetFusionRequest(_message.Message):
+    __slots__ = ("collection", "fusion", "weight", "rrf_k", "depth")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    fusion: str
+    weight: float
+    rrf_k: float
+    depth: int
+    def __init__(self, collection: _Optional[str] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

@@ -79,6 +79,11 @@ class VecDexStub:
                 request_serializer=vecdex_dot_v1_dot_vecdex__pb2.SearchBatchRequest.SerializeToString,
                 response_deserializer=vecdex_dot_v1_dot_vecdex__pb2.SearchBatchResponse.FromString,
                 _registered_method=True)
+        self.SetFusion = channel.unary_unary(
+                '/vecdex.v1.VecDex/SetFusion',
+                request_serializer=vecdex_dot_v1_dot_vecdex__pb2.SetFusionRequest.SerializeToString,
+                response_deserializer=vecdex_dot_v1_dot_vecdex__pb2.Fusion.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/vecdex.v1.VecDex/Stats',
                 request_serializer=vecdex_dot_v1_dot_vecdex__pb2.StatsRequest.SerializeToString,
@@ -140,8 +145,10 @@ class VecDexServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """The k best matches for one query (text, dense vector or multi-vector). Concurrent Search
-        calls with the same collection, k, where and params are merged into one batched call.
+        """The k best matches for one query (text, dense vector or multi-vector), in one of three
+        modes: dense (the vector index), lexical (BM25) or hybrid (both, fused). Concurrent Search
+        calls with the same collection, query kind, k, where, params, mode and fusion settings are
+        merged into one batched call (one encoder call for text queries).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +156,13 @@ class VecDexServicer:
 
     def SearchBatch(self, request, context):
         """The k best matches for each of several queries of one kind, in one call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFusion(self, request, context):
+        """Sets a collection's default hybrid fusion (used when a search names none); returns it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,6 +222,11 @@ def add_VecDexServicer_to_server(servicer, server):
                     servicer.SearchBatch,
                     request_deserializer=vecdex_dot_v1_dot_vecdex__pb2.SearchBatchRequest.FromString,
                     response_serializer=vecdex_dot_v1_dot_vecdex__pb2.SearchBatchResponse.SerializeToString,
+            ),
+            'SetFusion': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFusion,
+                    request_deserializer=vecdex_dot_v1_dot_vecdex__pb2.SetFusionRequest.FromString,
+                    response_serializer=vecdex_dot_v1_dot_vecdex__pb2.Fusion.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -458,6 +477,33 @@ class VecDex:
             '/vecdex.v1.VecDex/SearchBatch',
             vecdex_dot_v1_dot_vecdex__pb2.SearchBatchRequest.SerializeToString,
             vecdex_dot_v1_dot_vecdex__pb2.SearchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFusion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdex.v1.VecDex/SetFusion',
+            vecdex_dot_v1_dot_vecdex__pb2.SetFusionRequest.SerializeToString,
+            vecdex_dot_v1_dot_vecdex__pb2.Fusion.FromString,
             options,
             channel_credentials,
             insecure,
