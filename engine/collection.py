@@ -265,10 +265,14 @@ class Collection:
         """(vectors to store, texts for the lexical index or None)."""
         if texts is not None and vectors is not None:
             if self._lexical is None or self.text_field is not None:
+                why = (
+                    f"its lexical index takes the payload field {self.text_field!r}"
+                    if self.text_field is not None
+                    else "this collection keeps no lexical index"
+                )
                 raise ValueError(
-                    f"give exactly one of vectors= or texts= to {what} (both together only "
-                    "index the texts lexically, and this collection keeps no lexical index of "
-                    "them)"
+                    f"give exactly one of vectors= or texts= to {what} (both together index "
+                    f"the texts lexically only, and {why})"
                 )
             return vectors, encoders.check_texts(texts, "texts")
         vectors = encoding.texts_or_vectors(vectors, texts, self.encoder, what)
@@ -598,6 +602,8 @@ class Collection:
         Example:
             >>> col.search("protein folding", k=5, mode="hybrid", fusion="rrf")
         """
+        if mode != "dense":
+            mode = check_mode(mode)  # "DENSE", " dense" are dense too
         if mode != "dense" or text is not None or fusion is not None or weight is not None:
             res = self._search_modes(
                 vector,
@@ -651,6 +657,8 @@ class Collection:
         ``.ids`` and ``.scores`` (m, k). A multi-vector collection takes a list of (m_j, dim)
         token sets (or texts). ``mode``, ``texts`` (the lexical side's query texts beside
         query vectors) and the fusion arguments are those of ``search``."""
+        if mode != "dense":
+            mode = check_mode(mode)
         if mode != "dense" or texts is not None or fusion is not None or weight is not None:
             return self._search_modes(
                 vectors,
@@ -671,9 +679,6 @@ class Collection:
         with self._lock.read():
             allowed = self._allowed(where)
             scores, labels = self._index.search(q, k, allowed=allowed, **params)
-            ids = np.full(labels.shape, None, dtype=object)
-            found = labels >= 0
-            ids[found] = self._id_of[labels[found]]
             return self._result(scores, labels)
 
     def _result(self, scores: np.ndarray, labels: np.ndarray) -> SearchResult:
@@ -701,8 +706,8 @@ class Collection:
         mode = check_mode(mode)
         if mode == "dense":
             raise ValueError(
-                f"text{'s' if batch else ''}= is the lexical side's query: it needs "
-                "mode='lexical' or 'hybrid'"
+                "a query text beside the query (text= / texts=) is the lexical side's query: "
+                "it needs mode='lexical' or 'hybrid'"
             )
         lexical = self._lexical
         if lexical is None:
@@ -775,6 +780,11 @@ class Collection:
         Returns:
             The new default ``Fusion``.
         """
+        if self._lexical is None:
+            raise ValueError(
+                f"collection {self.name!r} has no lexical index: there is no hybrid search "
+                "whose fusion to set"
+            )
         new = Fusion.make(fusion, weight, rrf_k, depth, base=self._fusion)
         self._check_writable()
         with self._lock.quiesce():
