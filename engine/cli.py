@@ -335,7 +335,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _fusion_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("hybrid fusion (default: the collection's; see README)")
-    g.add_argument("--fusion", help="rrf or weighted")
+    g.add_argument("--fusion", help="dbsf, weighted or rrf")
     g.add_argument("--weight", type=float, help="the dense side's weight in [0, 1]")
     g.add_argument("--rrf-k", type=float, help="rrf: the rank offset (default 60)")
     g.add_argument("--depth", type=int, help="results each side contributes (default 100)")

@@ -181,7 +181,7 @@ def _run(qids: Sequence[str], ids: Any) -> dict[str, list[str]]:
 def describe(f: Fusion) -> str:
     if f.method == "rrf":
         return f"rrf k={f.rrf_k:g} w={f.weight:g}"
-    return f"weighted w={f.weight:g}"
+    return f"{f.method} w={f.weight:g}"
 
 
 def fit(
@@ -192,8 +192,8 @@ def fit(
     qrels: Mapping[str, Mapping[str, int]],
     depth: int,
 ) -> tuple[Fusion, float]:
-    """The fusion (``weighted`` over FIT_WEIGHTS, ``rrf`` over FIT_RRF) with the best mean
-    nDCG@10 on the given judged queries, and that score. Each side is searched once to
+    """The fusion (``dbsf`` and ``weighted`` over FIT_WEIGHTS, ``rrf`` over FIT_RRF) with the
+    best mean nDCG@10 on the given judged queries, and that score. Each side is searched once to
     ``depth``; the grid re-fuses those rankings (``Fusion.fuse``, as a hybrid search does)."""
     if not qids:
         raise ValueError("no judged query to fit the fusion on")
@@ -211,9 +211,8 @@ def fit(
     d = (dense.scores, labels(dense.ids))
     lx = (lexical.scores, labels(lexical.ids))
     name = np.array(list(number), dtype=object)
-    grid = [Fusion.make("weighted", w, depth=depth) for w in FIT_WEIGHTS] + [
-        Fusion.make("rrf", w, k, depth) for k, w in FIT_RRF
-    ]
+    grid = [Fusion.make(m, w, depth=depth) for m in ("dbsf", "weighted") for w in FIT_WEIGHTS]
+    grid += [Fusion.make("rrf", w, k, depth) for k, w in FIT_RRF]
     best: tuple[float, Fusion] | None = None
     for f in grid:
         _, fused = f.fuse(d, lx, 10)

@@ -12,6 +12,13 @@ Both rankings are ``(scores (m, n), labels (m, n))`` in the index result contrac
   over the list itself (all equal: 1), and a document's score is
   ``w * dense + (1 - w) * lexical`` with 0 for a list that lacks it.
 
+- ``dbsf``: distribution-based score fusion (as Qdrant calls it): the same convex combination,
+  but each list's scores are normalised by its own distribution, ``(s - (mu - 3 sd)) / (6 sd)``
+  with the mean and standard deviation over the list (all equal: 1). A side whose best scores
+  stand out from the rest of its list keeps a wide spread; a side whose scores are flat (a weak,
+  undecided ranking for this query) is compressed, so it moves the fused ranking less. Min-max
+  stretches every list to [0, 1] whatever its shape.
+
 ``w`` (``weight``) is the dense side's weight. Ties are broken by the smaller label (the earlier
 insertion), so fused rankings are deterministic. Each side contributes its top ``depth``
 documents (at least k); documents outside both lists cannot be returned.
@@ -28,9 +35,9 @@ from typing import Any
 import numpy as np
 
 MODES = ("dense", "lexical", "hybrid")
-FUSIONS = ("rrf", "weighted")
+FUSIONS = ("rrf", "weighted", "dbsf")
 
-DEFAULT_FUSION = "weighted"
+DEFAULT_FUSION = "dbsf"
 DEFAULT_WEIGHT = 0.5
 DEFAULT_RRF_K = 60.0
 DEFAULT_DEPTH = 100
@@ -127,13 +134,22 @@ class Fusion:
         if self.method == "rrf":
             dpart = 2 * w / (self.rrf_k + np.arange(1, dl.size + 1))
             lpart = 2 * (1 - w) / (self.rrf_k + np.arange(1, ll.size + 1))
-        else:
+        elif self.method == "weighted":
             dpart, lpart = w * _minmax(ds), (1 - w) * _minmax(ls)
+        else:
+            dpart, lpart = w * _dbsf(ds), (1 - w) * _dbsf(ls)
         labels, inverse = np.unique(np.concatenate((dl, ll)), return_inverse=True)
         fused = np.zeros(labels.size, dtype=np.float64)
         np.add.at(fused, inverse, np.concatenate((dpart, lpart)))
         order = np.lexsort((labels, -fused))
         return fused[order].astype(np.float32), labels[order]
+
+
+def _dbsf(s: np.ndarray) -> np.ndarray:
+    if not s.size:
+        return s
+    sd = s.std()
+    return np.ones_like(s) if sd == 0 else (s - (s.mean() - 3 * sd)) / (6 * sd)
 
 
 def _minmax(s: np.ndarray) -> np.ndarray:

@@ -140,7 +140,7 @@ def test_eval_cli_modes_and_fitted_fusion(tiny_beir, tiny_st_dir, tmp_path, caps
     modes = [r["mode"] for r in rows]
     assert modes[:3] == ["dense", "lexical", "hybrid rrf k=60 w=0.5"]
     assert modes[3].startswith("hybrid ") and modes[3].endswith("(fitted on train)")
-    assert rows[3]["fusion"]["method"] in ("rrf", "weighted")
+    assert rows[3]["fusion"]["method"] in ("rrf", "weighted", "dbsf")
     # BM25 finds both judged documents at rank 1 (cat -> d1, protein folding -> d2).
     assert rows[1]["ndcg@10"] == pytest.approx(1.0)
     assert "lexical" in capsys.readouterr().out

@@ -201,11 +201,15 @@ def reference_fuse(dense, lexical, k, method, w, rrf_k):
         if not part:
             continue
         lo, hi = min(s for _, s in part), max(s for _, s in part)
+        mean = sum(s for _, s in part) / len(part)
+        sd = (sum((s - mean) ** 2 for _, s in part) / len(part)) ** 0.5
         for rank, (lab, s) in enumerate(part, start=1):
             if method == "rrf":
                 v = 2 * weight / (rrf_k + rank)
-            else:
+            elif method == "weighted":
                 v = weight * (1.0 if hi == lo else (s - lo) / (hi - lo))
+            else:
+                v = weight * (1.0 if sd == 0 else (s - (mean - 3 * sd)) / (6 * sd))
             fused[lab] = fused.get(lab, 0.0) + v
     ranked = sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
     return [lab for lab, _ in ranked], [s for _, s in ranked]
@@ -232,7 +236,7 @@ def as_arrays(items, width):
     dense=ranking,
     lexical=ranking,
     k=st.integers(1, 20),
-    method=st.sampled_from(["rrf", "weighted"]),
+    method=st.sampled_from(["rrf", "weighted", "dbsf"]),
     w=st.sampled_from([0.0, 0.3, 0.5, 1.0]),
     rrf_k=st.sampled_from([1.0, 60.0]),
 )
@@ -265,7 +269,7 @@ def test_filtered_hybrid_equals_brute_force(eng):
     qv = rng.standard_normal((6, DIM)).astype(np.float32)
     bm25 = fresh_scores(texts, queries)
     depth, k = 12, 8
-    for method, w in (("rrf", 0.5), ("weighted", 0.5), ("weighted", 0.8)):
+    for method, w in (("rrf", 0.5), ("weighted", 0.5), ("weighted", 0.8), ("dbsf", 0.4)):
         res = col.search_batch(
             qv, k, mode="hybrid", texts=queries, where=where, fusion=method, weight=w, depth=depth
         )
@@ -294,7 +298,7 @@ def test_modes_and_fusion_defaults(eng):
     lex = col.search(text=texts[3], k=5, mode="lexical")
     assert lex[0].id == "d3"
     hyb = col.search(q, k=5, mode="hybrid", text=texts[3])
-    assert len(hyb) == 5 and hyb[0].score <= 1.0
+    assert len(hyb) == 5 and hyb[0].score > hyb[-1].score
     batch = col.search_batch(q[None], 5, mode="hybrid", texts=[texts[3]])
     assert [h.id for h in batch[0]] == [h.id for h in hyb]
     assert col.fusion == Fusion()
