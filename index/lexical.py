@@ -245,13 +245,13 @@ class BM25Index:
         self._count(self._terms, self._length, +1)
 
     # ---- search ------------------------------------------------------------------------------
-    def query_terms(self, text: str) -> list[int]:
-        """Term ids of a query, in order (unknown words and stopwords dropped)."""
+    def query_terms(self, texts: list[str]) -> list[list[int]]:
+        """Term ids of each query, in order (unknown words and stopwords dropped)."""
         with self._lock:
-            (ids,) = self._tokenizer.tokenize(
-                [text], update_vocab=False, show_progress=False, allow_empty=False
+            ids = self._tokenizer.tokenize(
+                list(texts), update_vocab=False, show_progress=False, allow_empty=False
             )
-        return list(ids)
+        return ids  # type: ignore[no-any-return]
 
     def search(
         self, texts: list[str], k: int, *, allowed: np.ndarray | None = None
@@ -266,8 +266,8 @@ class BM25Index:
         mask = self._alive[: self._n].copy()
         if allowed is not None:
             mask &= np.isin(self._labels[: self._n], np.asarray(allowed, dtype=np.int64))
-        for i, text in enumerate(texts):
-            s = self.score_terms(self.query_terms(text))
+        for i, terms in enumerate(self.query_terms(texts)):
+            s = self.score_terms(terms)
             rows = np.flatnonzero((s > 0) & mask)
             if rows.size > k:
                 rows = rows[np.argpartition(-s[rows], k - 1)[:k]]
