@@ -829,7 +829,9 @@ class Collection:
             storage.fsync_dir(index_dir)
             seq = self._wal.last_seq if self._wal is not None else self._wal_seq
             manifest = {
-                "format_version": persist.format_version(self.multi_vector),
+                "format_version": persist.format_version(
+                    self.multi_vector, self._lexical is not None
+                ),
                 "name": self.name,
                 "config": self.config(),
                 "count": len(self),
@@ -1051,9 +1053,12 @@ class Collection:
         except (KeyError, TypeError, ValueError) as e:
             raise storage.CorruptFileError(mpath, f"invalid manifest: {e}") from None
         version = manifest["format_version"]
-        if (version == persist.MULTI_FORMAT_VERSION) != col.multi_vector:
+        misfit = persist.check_format(version, col.multi_vector, col._lexical is not None)
+        if misfit is not None:
             raise storage.CorruptFileError(
-                mpath, f"format_version {version} does not fit index {col.index_spec!r}"
+                mpath,
+                f"format_version {version} does not fit a collection with {misfit} "
+                f"(index {col.index_spec!r})",
             )
         data, rows_name = persist.data_names(gen, col.multi_vector), persist.rows_name(gen)
         if set(files) != {*data, rows_name}:

@@ -25,11 +25,25 @@ from index.lexical import BM25Index
 
 FORMAT_VERSION = 2  # 2 added the write-ahead log (``wal/``, ``wal_seq``); 1 still opens
 MULTI_FORMAT_VERSION = 3  # multi-vector collections (token files); older readers refuse them
-READABLE_FORMATS = (1, 2, MULTI_FORMAT_VERSION)
+# Collections with a lexical index (``lexical.G/``), of either kind: a reader that did not know
+# it would drop the index at its next checkpoint, so older readers must refuse them.
+LEXICAL_FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, MULTI_FORMAT_VERSION, LEXICAL_FORMAT_VERSION)
 
 
-def format_version(multi_vector: bool) -> int:
+def format_version(multi_vector: bool, lexical: bool = False) -> int:
+    if lexical:
+        return LEXICAL_FORMAT_VERSION
     return MULTI_FORMAT_VERSION if multi_vector else FORMAT_VERSION
+
+
+def check_format(version: int, multi_vector: bool, lexical: bool) -> str | None:
+    """Why a manifest's format_version does not fit the collection it describes, or None."""
+    if (version == LEXICAL_FORMAT_VERSION) != lexical:
+        return "a lexical index" if lexical else "no lexical index"
+    if not lexical and (version == MULTI_FORMAT_VERSION) != multi_vector:
+        return "a multi-vector index" if multi_vector else "a single-vector index"
+    return None
 
 
 def data_names(gen: int, multi_vector: bool) -> tuple[str, ...]:

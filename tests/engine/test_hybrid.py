@@ -382,3 +382,20 @@ def test_corrupted_lexical_file_is_named(tmp_path):
 
 def test_words_fixture_is_non_trivial():
     assert len(set(WORDS)) > 30
+
+
+def test_lexical_collections_have_their_own_format_version(tmp_path):
+    """Format 4 marks a lexical index, so an older reader refuses the collection instead of
+    dropping the index at its next checkpoint; a manifest that contradicts its config is named."""
+    import json
+
+    with Engine(tmp_path) as e:
+        e.create_collection("lex", dim=DIM, index="flat", lexical=True)
+        e.create_collection("plain", dim=DIM, index="flat")
+    mlex, mplain = (tmp_path / n / "manifest.json" for n in ("lex", "plain"))
+    assert json.loads(mlex.read_text())["format_version"] == 4
+    assert json.loads(mplain.read_text())["format_version"] == 2
+    m = json.loads(mlex.read_text())
+    mlex.write_text(json.dumps({**m, "format_version": 2}))
+    with Engine(tmp_path) as e, pytest.raises(CorruptFileError, match="a lexical index"):
+        e.open_collection("lex")
