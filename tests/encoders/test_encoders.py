@@ -126,9 +126,11 @@ def test_text_collection_bad_input(tiny_st_dir, tmp_path):
     eng = Engine(tmp_path)
     with pytest.raises(ValueError, match="dim=64 does not match the encoder's dimension 32"):
         eng.create_collection("t", encoder=str(tiny_st_dir), dim=64)
-    col = eng.create_collection("t", encoder=str(tiny_st_dir), index="flat")
+    col = eng.create_collection("t", encoder=str(tiny_st_dir), index="flat", lexical=False)
     with pytest.raises(ValueError, match=r"texts\[0\] is empty"):
         col.add(["a"], texts=[""])
+    # Vectors and texts together only index the texts lexically: without a lexical index,
+    # that is a mistake.
     with pytest.raises(ValueError, match="exactly one of vectors= or texts="):
         col.add(["a"], np.ones((1, 32)), texts=["x"])
     with pytest.raises(ValueError, match=r"queries\[0\] is empty"):
