@@ -207,6 +207,11 @@ class Collection:
     def __len__(self) -> int:
         return len(self._label_of)
 
+    def ids(self) -> list[str]:
+        """Every id the collection holds, in insertion order of their current version."""
+        with self._lock.read():
+            return list(self._label_of)
+
     def __contains__(self, id: object) -> bool:
         return str(id) in self._label_of
 

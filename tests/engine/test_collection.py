@@ -310,3 +310,14 @@ def test_items_without_payloads_are_all_null_rows_for_filters(tmp_path):
     again = Engine(tmp_path / "data").open_collection("c")
     assert ids({"year": {"$ne": 2020}}, again) == ["b", "c"]
     assert again.get(["c", "a"])[0].payload == {"tag": "x"} and again.get(["b"])[0].payload
+
+
+def test_ids_lists_the_live_ids(tmp_path):
+    from engine import Engine
+
+    col = Engine(tmp_path).create_collection("c", dim=2, index="flat")
+    assert col.ids() == []
+    col.add(["a", "b", "c"], np.eye(3, 2))
+    col.delete(["b"])
+    col.upsert(["a"], np.ones((1, 2)))
+    assert col.ids() == ["c", "a"] and len(col.ids()) == len(col)
