@@ -26,8 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.filters import FilterError
-from engine.results import Hit, SearchResult
+from engine import CollectionLike, FilterError, Hit, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class _Item:
 
 @dataclass
 class _Queue:
-    col: Any
+    col: CollectionLike
     k: int
     where: dict[str, Any] | None
     params: dict[str, Any]
@@ -106,7 +105,7 @@ class MicroBatcher:
     async def search(
         self,
         key: tuple[Any, ...],
-        col: Any,
+        col: CollectionLike,
         query: Any,
         k: int,
         where: dict[str, Any] | None,

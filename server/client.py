@@ -17,19 +17,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
-from encoders import check_texts
+from engine import (
+    CollectionExistsError,
+    CollectionLike,
+    CollectionNotFoundError,
+    Fusion,
+    Hit,
+    ReadOnlyError,
+    Record,
+    SearchResult,
+    check_texts,
+)
 from engine.collection import check_ids
 from engine.engine import lexical_config
-from engine.errors import CollectionExistsError, CollectionNotFoundError, ReadOnlyError
-from engine.fusion import Fusion, check_mode
-from engine.results import Hit, Record, SearchResult
-from index.lexical import check_config as check_lexical_config
-from index.spec import is_multivector
+from engine.fusion import check_mode
 
 from .convert import (
     dict_to_struct,
@@ -170,7 +176,7 @@ class Client:
             RequestError: invalid name, dim, metric, encoder or index spec.
             ValueError, TypeError: invalid ``lexical`` or ``text_field`` (the engine's messages).
         """
-        lexical_config(lexical, text_field, encoder is not None)  # the engine's checks
+        checked = lexical_config(lexical, text_field, encoder is not None)  # the engine's checks
         req = pb.CreateCollectionRequest(
             name=name,
             dim=dim or 0,
@@ -181,7 +187,7 @@ class Client:
             text_field=text_field or "",
         )
         if isinstance(lexical, dict):
-            set_lexical_options(req.lexical_options, check_lexical_config(lexical))
+            set_lexical_options(req.lexical_options, checked["lexical"])
         elif lexical is not None:
             req.lexical = bool(lexical)
         try:
@@ -230,7 +236,8 @@ class Client:
 
 
 class RemoteCollection:
-    """A collection on a server, with ``Collection``'s methods and result types."""
+    """A collection on a server, with ``Collection``'s methods and result types (both implement
+    ``engine.CollectionLike``)."""
 
     def __init__(self, client: Client, info: pb.CollectionInfo) -> None:
         self._client = client
@@ -241,6 +248,8 @@ class RemoteCollection:
         self.encoder_spec: str | None = info.encoder or None
         self.text_field: str | None = info.text_field or None
         self._lexical = bool(info.lexical)
+        # Whether items are token sets (a multi-vector index) rather than one vector each.
+        self.multi_vector = bool(info.multi_vector)
 
     def __repr__(self) -> str:
         return (
@@ -273,7 +282,7 @@ class RemoteCollection:
         out = {
             "name": info.name,
             **_config(info),
-            "multi_vector": is_multivector(info.index.split(":", 1)[0]),
+            "multi_vector": info.multi_vector,
             "count": info.count,
         }
         if info.lexical:
@@ -516,3 +525,9 @@ def _filters(req: Any, where: dict[str, Any] | None, params: dict[str, Any]) -> 
         dict_to_struct(where, req.where)
     if params:
         dict_to_struct(params, req.params)
+
+
+if TYPE_CHECKING:
+
+    def _conforms(col: RemoteCollection) -> CollectionLike:
+        return col  # mypy: the remote collection implements the protocol, as Collection does

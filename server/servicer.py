@@ -22,15 +22,18 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from engine import Engine
-from engine.errors import (
+from engine import (
     CollectionExistsError,
+    CollectionLike,
     CollectionLockedError,
     CollectionNotFoundError,
+    CorruptFileError,
+    Engine,
+    FilterError,
+    Fusion,
     ReadOnlyError,
 )
-from engine.filters import FilterError
-from engine.fusion import Fusion, check_mode
+from engine.fusion import check_mode
 
 from .batcher import DeadlineExpired, MicroBatcher
 from .config import Limits
@@ -59,7 +62,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VecDex"].full_name
-MULTI_VECTOR_KINDS = ("muvera", "chamfer", "token_ann")  # multi-vector index spec kinds
 # Search keywords that have their own request fields: never index parameters.
 SEARCH_FIELDS = frozenset(
     {
@@ -98,8 +100,7 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.ALREADY_EXISTS, str(e)
     if isinstance(e, FilterError):
         return grpc.StatusCode.INVALID_ARGUMENT, f"where: {e}"
-    if any(c.__name__ == "CorruptFileError" for c in type(e).__mro__):
-        # index.storage.CorruptFileError, matched by name: the server only imports engine.
+    if isinstance(e, CorruptFileError):
         return grpc.StatusCode.DATA_LOSS, str(e)
     if isinstance(e, (ReadOnlyError, CollectionLockedError)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(e)
@@ -142,14 +143,6 @@ async def run_blocking(executor: Executor, fn: Callable[..., T], *args: Any, **k
     return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
 
 
-def is_multi_vector(col: Any) -> bool:
-    """Whether a collection holds token sets (multi-vector queries) rather than one vector each."""
-    flag = getattr(col, "multi_vector", None)
-    if flag is not None:
-        return bool(flag)
-    return str(getattr(col, "index_spec", "")).split(":", 1)[0] in MULTI_VECTOR_KINDS
-
-
 class VecDexServicer(pb_grpc.VecDexServicer):
     """Serves one ``Engine``.
 
@@ -176,13 +169,14 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         self.counters = Counters()
         self._executor = executor
         self._search_executor = search_executor or executor
-        self._cols: dict[str, Any] = {}  # saves a thread hop per call; the engine caches too
+        # Saves a thread hop per call; the engine caches too.
+        self._cols: dict[str, CollectionLike] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the thread pool."""
         return await run_blocking(self._executor, fn, *args, **kwargs)
 
-    async def _collection(self, name: str, field: str = "collection") -> Any:
+    async def _collection(self, name: str, field: str = "collection") -> CollectionLike:
         if not name:
             raise invalid(f"{field} is empty: name a collection")
         col = self._cols.get(name)
@@ -213,11 +207,13 @@ class VecDexServicer(pb_grpc.VecDexServicer):
                 raise invalid(f"{field}[{i}] is empty")
         return out
 
-    def _check_query(self, col: Any, kind: str, value: Any, field: str, mode: str) -> Any:
-        multi = is_multi_vector(col)
+    def _check_query(
+        self, col: CollectionLike, kind: str, value: Any, field: str, mode: str
+    ) -> Any:
+        multi = col.multi_vector
         if kind == TEXT:
             # A lexical search uses the text as it is; dense and hybrid ones encode it.
-            if mode != "lexical" and getattr(col, "encoder_spec", None) is None:
+            if mode != "lexical" and col.encoder_spec is None:
                 hint = (
                     "send a vector query with the text in text"
                     if mode == "hybrid"
@@ -295,6 +291,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             lexical=d.get("lexical") is not None,
             text_field=str(d.get("text_field") or ""),
             lexical_count=int(d.get("lexical_count") or 0),
+            multi_vector=bool(d.get("multi_vector")),
         )
         if d.get("lexical") is not None:
             set_lexical_options(info.lexical_options, d["lexical"])
@@ -370,7 +367,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             raise invalid(f"payloads has {len(request.payloads)} entries for {n} ids")
         source = given[0]  # what the vectors come from: texts only when nothing else is given
         col = await self._collection(request.collection)
-        multi = is_multi_vector(col)
+        multi = col.multi_vector
         vectors: Any = None
         texts: list[str] | None = None
         if "texts" in given:
@@ -384,7 +381,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
                         f"{self.limits.max_text_chars}"
                     )
         if source == "texts":
-            if getattr(col, "encoder_spec", None) is None:
+            if col.encoder_spec is None:
                 raise invalid(f"texts: collection {col.name!r} has no encoder; send vectors")
         elif source == "vectors":
             if multi:

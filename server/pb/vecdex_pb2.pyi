@@ -78,7 +78,7 @@ class Fusion(_message.Message):
     def __init__(self, method: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk", "lexical", "lexical_options", "text_field", "fusion", "lexical_count")
+    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk", "lexical", "lexical_options", "text_field", "fusion", "lexical_count", "multi_vector")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class CollectionInfo(_message.Message):
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     FUSION_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MULTI_VECTOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
@@ -103,7 +104,8 @@ class CollectionInfo(_message.Message):
     text_field: str
     fusion: Fusion
     lexical_count: int
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., lexical_count: _Optional[int] = ...) -> None: ...
+    multi_vector: bool
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., lexical_count: _Optional[int] = ..., multi_vector: _Optional[bool] = ...) -> None: ...
 
 class DropCollectionRequest(_message.Message):
     __slots__ = ("name",)

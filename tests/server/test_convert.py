@@ -18,7 +18,7 @@ from server.convert import (
     struct_to_dict,
 )
 from server.pb import vecdex_pb2 as pb
-from server.servicer import is_multi_vector, status_of
+from server.servicer import VecDexServicer, status_of
 
 
 def test_struct_round_trip_keeps_ints_ints():
@@ -92,12 +92,19 @@ def test_status_mapping(error, code):
         assert message.startswith("where: ")
 
 
-def test_multi_vector_detection():
-    class Col:
-        index_spec = "muvera:k_sim=5"
+def test_collection_info_says_whether_multi_vector():
+    """CollectionInfo carries the collection's own flag (the client reads it, never the spec)."""
+    base = {"name": "c", "dim": 4, "metric": "cosine", "count": 0}
+    for index, multi in [("muvera:k_sim=5", True), ("hnsw:M=16", False), ("chamfer", True)]:
+        info = VecDexServicer._info({**base, "index": index, "multi_vector": multi})
+        assert info.multi_vector is multi
+        assert pb.CollectionInfo.FromString(info.SerializeToString()).multi_vector is multi
+    assert VecDexServicer._info({**base, "index": "flat"}).multi_vector is False
 
-    assert is_multi_vector(Col())
-    Col.index_spec = "hnsw:M=16"
-    assert not is_multi_vector(Col())
-    Col.multi_vector = True  # type: ignore[attr-defined]
-    assert is_multi_vector(Col())
+
+def test_corrupt_file_error_is_the_index_one():
+    """The server matches the re-exported class, so it is the very class index raises."""
+    import engine
+
+    assert engine.CorruptFileError is CorruptFileError
+    assert status_of(CorruptFileError("/d/x", "bad"))[0] == grpc.StatusCode.DATA_LOSS
