@@ -1,4 +1,6 @@
-"""The protocol every single-vector index follows, and the parts they share.
+"""What every index shares (``BaseIndex``: parameters, the search skeleton, save and load) and
+the single-vector protocol (``Index``); multi-vector indexes build on the same base
+(``index.multivector``).
 
 Result contract (documented once, here): ``search`` returns ``(scores, labels)``, both of shape
 ``(m, k)``, best first. Scores are float32 and higher is better for every metric (L2 gives the
@@ -11,16 +13,20 @@ import importlib.metadata
 import platform
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 
+from . import spec as _spec
 from . import storage
 from .metric import Metric, prepare
 from .validate import allowed_array, check_k, check_labels, check_vectors
 
 FORMAT_VERSION = 1
 MANIFEST = "index.json"
+
+# A batch of validated items (vectors, or packed token sets) in the form an index family takes.
+Batch = TypeVar("Batch")
 
 
 def empty_result(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,19 +51,38 @@ def library_versions() -> dict[str, str]:
     }
 
 
-class Configured:
-    """What single- and multi-vector indexes share: dim, metric and spec parameters, checked
-    against the class's ``config_keys`` (defaults, in canonical order), and the spec string."""
+class BaseIndex(ABC, Generic[Batch]):
+    """What single- and multi-vector indexes share: dim, metric and spec parameters (checked
+    against the class's ``config_keys``), the spec string, ``add`` / ``remove`` / ``search``
+    (label, parameter and filter checks), and ``save`` / ``load`` (one manifest format).
+
+    Subclasses declare ``kind`` (the spec name), ``config_keys`` with their defaults (the spec's
+    parameters, in canonical order) and ``search_keys`` (parameters ``search`` accepts per call;
+    an instance may set its own, e.g. from an inner index). A family (``Index``,
+    ``MultiVectorIndex``) says how its items are checked and prepared; a kind implements the
+    ``_``-prefixed hooks at the end.
+    """
 
     kind: ClassVar[str]
     config_keys: ClassVar[dict[str, Any]] = {}
-    search_keys: ClassVar[tuple[str, ...]] = ()
+    search_keys: tuple[str, ...] = ()
+    # None: any kind; otherwise the family ``load`` accepts (see ``spec.class_of``).
+    multi_vector: ClassVar[bool | None] = None
+    # What one item is called in messages: "vectors" or "documents".
+    item_name: ClassVar[str] = "items"
+    # An allowed set at most this large, or at most this fraction of the index, is searched
+    # exactly instead of through the approximate structure (which would starve on it).
+    exact_filter_max: ClassVar[int] = 2048
+    exact_filter_fraction: ClassVar[float] = 0.02
 
-    def _configure(self, dim: Any, metric: str | Metric, params: dict[str, Any]) -> None:
+    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self.dim = int(dim)
         self.metric = Metric.parse(metric)
+        self.params = self._check_params(params)
+
+    def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         unknown = set(params) - set(self.config_keys)
         if unknown:
             known = ", ".join(self.config_keys) or "none"
@@ -77,7 +102,7 @@ class Configured:
                 out[key] = int(value)
             else:
                 out[key] = type(default)(value)
-        self.params = out
+        return out
 
     @property
     def spec(self) -> str:
@@ -89,55 +114,30 @@ class Configured:
     def get_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "dim": self.dim, "metric": self.metric.value, **self.params}
 
-    def __len__(self) -> int:
-        raise NotImplementedError
-
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.spec!r}, dim={self.dim}, "
             f"metric={self.metric.value}, n={len(self)})"
         )
 
-
-class Index(Configured, ABC):
-    """A single-vector index: ``add``, ``remove``, ``search``, ``save``, ``load``.
-
-    Subclasses declare ``kind`` (the spec name), ``config_keys`` with their defaults (the spec's
-    parameters, in canonical order) and ``search_keys`` (parameters ``search`` accepts per call).
-    """
-
-    # An allowed set at most this large, or at most this fraction of the index, is searched
-    # exactly instead of through the approximate structure (which would starve on it).
-    exact_filter_max: ClassVar[int] = 2048
-    exact_filter_fraction: ClassVar[float] = 0.02
-    _manifest_files: frozenset[str] = frozenset()  # set by load() before _load_files
-
-    def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
-        self._configure(dim, metric, params)
-
     # ---- the protocol ------------------------------------------------------------------------
-    def add(self, vectors: Any, labels: Any) -> None:
-        """Adds vectors under labels that are not in the index yet.
+    def add(self, items: Any, labels: Any) -> None:
+        """Adds items (vectors, or token sets) under labels that are not in the index yet.
 
         Args:
-            vectors: (n, dim) float array, finite.
+            items: (n, dim) float array for a single-vector index; a list of (n_i, dim) arrays
+                (each with at least one token) for a multi-vector one. Finite.
             labels: (n,) non-negative int64, unique and not already present.
 
         Raises:
             ValueError: on a wrong dimension, NaN/inf, an empty batch, or a label already present.
         """
-        x = check_vectors(vectors, self.dim)
-        lab = check_labels(labels, x.shape[0])
+        batch, n = self._check_batch(items, self.item_name)
+        lab = check_labels(labels, n)
         present = self.contains(lab)
         if present.any():
             raise ValueError(f"label {int(lab[present][0])} is already in the index")
-        self._add(prepare(x, self.metric), lab)
-
-    def reserve(self, n: int) -> None:
-        """A hint that the index will hold about ``n`` items: indexes that grow by copying
-        (flat rows, the hnswlib graph) allocate once. Unused room costs address space, not
-        memory, until written. The default does nothing."""
-        return
+        self._add(self._prepare_batch(batch), lab)
 
     def remove(self, labels: Any) -> int:
         """Removes the given labels; absent ones are ignored. Returns how many were removed."""
@@ -150,18 +150,24 @@ class Index(Configured, ABC):
     def search(
         self, queries: Any, k: int, *, allowed: Any = None, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k neighbours of each query.
+        """Top-k results of each query.
 
         Args:
-            queries: (m, dim) or (dim,) float array.
-            k: neighbours per query, > 0.
-            allowed: optional labels that results are restricted to (exactly).
+            queries: (m, dim) or (dim,) float array for a single-vector index; a list of
+                (m_j, dim) arrays, one token set per query, for a multi-vector one.
+            k: results per query, > 0.
+            allowed: optional labels that results are restricted to (exactly); a small set
+                (``exact_filter_max``, ``exact_filter_fraction``) is searched exactly.
             **params: per-call search parameters (``search_keys``), e.g. ``ef`` or ``nprobe``.
 
         Returns:
             ``(scores (m, k) float32, labels (m, k) int64)``; see the module docstring.
+
+        Raises:
+            ValueError: bad queries, k <= 0, unknown search parameters.
         """
-        q = prepare(check_vectors(queries, self.dim, "queries"), self.metric)
+        batch, m = self._check_batch(queries, "queries")
+        q = self._prepare_batch(batch)
         k = check_k(k)
         unknown = params.keys() - set(self.search_keys) if params else ()
         if unknown:
@@ -173,23 +179,14 @@ class Index(Configured, ABC):
         if allow is not None:
             allow = allow[self.contains(allow)]
             if allow.size == 0:
-                return empty_result(q.shape[0], k)
+                return empty_result(m, k)
             if allow.size <= max(self.exact_filter_max, self.exact_filter_fraction * len(self)):
-                return self.search_subset(q, k, allow)
+                return self._search_exact(q, k, allow)
         if len(self) == 0:
-            return empty_result(q.shape[0], k)
+            return empty_result(m, k)
         return self._search(q, k, allow, **params)
 
-    def search_subset(
-        self, q: np.ndarray, k: int, labels: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search over the given live labels (q already prepared)."""
-        from . import scoring  # torch loads on the first exact search, not with the package
-
-        base = scoring.to_device(self.vectors(labels))
-        scores, rows = scoring.topk(q, base, k, self.metric)
-        return scores, np.where(rows >= 0, labels[np.maximum(rows, 0)], -1)
-
+    # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Writes the index files and then ``index.json`` (SHA-256 per file) into ``directory``."""
         directory = Path(directory)
@@ -203,17 +200,23 @@ class Index(Configured, ABC):
             "count": len(self),
             "files": {name: storage.file_entry(directory / name) for name in names},
             "versions": library_versions(),
+            **self._manifest_fields(directory),
         }
         storage.write_manifest(directory, MANIFEST, manifest)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Index:
-        """Opens an index saved by ``save``; every file is verified before it is parsed."""
-        from .spec import index_class
+    def load(cls, directory: str | Path) -> Self:
+        """Opens an index saved by ``save``; every file is verified before it is parsed.
 
+        Called on a family (``Index``) or a kind (``HNSWIndex``), it opens only what that class
+        covers; ``index.load`` opens any kind.
+
+        Raises:
+            CorruptFileError: a file is missing, truncated, corrupted or malformed (names it).
+        """
         directory = Path(directory)
-        manifest = storage.read_manifest(directory / MANIFEST)
         mpath = directory / MANIFEST
+        manifest = storage.read_manifest(mpath)
         if manifest.get("format_version") != FORMAT_VERSION:
             raise storage.CorruptFileError(
                 mpath, f"unsupported format_version {manifest.get('format_version')!r}"
@@ -224,24 +227,38 @@ class Index(Configured, ABC):
         storage.verify_files(directory, manifest.get("files"))
         config = dict(config)
         try:
-            klass = index_class(config.pop("kind"))
-            if cls is not Index and not issubclass(klass, cls):
+            klass = _spec.class_of(config.pop("kind"), cls.multi_vector)
+            if not issubclass(klass, cls):
                 raise ValueError(f"holds a {klass.__name__}, not a {cls.__name__}")
-            idx = klass(**config)
+            idx: Self = klass(**config)
             # Only files the manifest lists (and that were just verified) may shape the load.
-            idx._manifest_files = frozenset(manifest["files"])
-            idx._load_files(directory)
+            idx._load_files(directory, manifest)
         except storage.CorruptFileError:
             raise
         except (KeyError, TypeError, ValueError) as e:
             raise storage.CorruptFileError(mpath, f"invalid index manifest or data: {e}") from None
         if len(idx) != manifest.get("count"):
             raise storage.CorruptFileError(
-                mpath, f"count {manifest.get('count')} but the files hold {len(idx)} vectors"
+                mpath,
+                f"count {manifest.get('count')} but the files hold {len(idx)} {idx.item_name}",
             )
         return idx
 
-    # ---- what subclasses implement -----------------------------------------------------------
+    # ---- what a family implements ------------------------------------------------------------
+    @abstractmethod
+    def _check_batch(self, items: Any, name: str) -> tuple[Batch, int]:
+        """Validates items or queries (naming them ``name`` in errors); returns them and their
+        count."""
+
+    @abstractmethod
+    def _prepare_batch(self, batch: Batch) -> Batch:
+        """Puts checked items into the form the index stores and searches (per the metric)."""
+
+    @abstractmethod
+    def _search_exact(self, q: Batch, k: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the given live labels (q already prepared)."""
+
+    # ---- what a kind implements --------------------------------------------------------------
     @abstractmethod
     def __len__(self) -> int: ...
 
@@ -254,22 +271,69 @@ class Index(Configured, ABC):
         """All live labels (int64)."""
 
     @abstractmethod
-    def vectors(self, labels: np.ndarray) -> np.ndarray:
-        """Stored (prepared) vectors of live labels, for exact subset search."""
-
-    @abstractmethod
-    def _add(self, x: np.ndarray, labels: np.ndarray) -> None: ...
+    def _add(self, batch: Batch, labels: np.ndarray) -> None: ...
 
     @abstractmethod
     def _remove(self, labels: np.ndarray) -> None: ...
 
     @abstractmethod
     def _search(
-        self, q: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
+        self, q: Batch, k: int, allowed: np.ndarray | None, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     @abstractmethod
-    def _save_files(self, directory: Path) -> list[str]: ...
+    def _save_files(self, directory: Path) -> list[str]:
+        """Writes the index's files into ``directory``; returns their names."""
 
     @abstractmethod
-    def _load_files(self, directory: Path) -> None: ...
+    def _load_files(self, directory: Path, manifest: dict[str, Any]) -> None:
+        """Loads what ``_save_files`` wrote; the files the manifest lists are already verified,
+        and only they may shape the load."""
+
+    def _manifest_fields(self, directory: Path) -> dict[str, Any]:
+        """Fields beyond the common ones for ``index.json`` (called after ``_save_files``)."""
+        return {}
+
+
+class Index(BaseIndex[np.ndarray]):
+    """A single-vector index: ``add``, ``remove``, ``search``, ``save``, ``load``.
+
+    Items are (n, dim) float32 vectors; see ``BaseIndex`` for what a kind declares.
+    """
+
+    multi_vector = False
+    item_name = "vectors"
+
+    def reserve(self, n: int) -> None:
+        """A hint that the index will hold about ``n`` items: indexes that grow by copying
+        (flat rows, the hnswlib graph) allocate once. Unused room costs address space, not
+        memory, until written. The default does nothing."""
+        return
+
+    def search_subset(
+        self, q: np.ndarray, k: int, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over the given live labels (q already prepared)."""
+        from . import scoring  # torch loads on the first exact search, not with the package
+
+        base = scoring.to_device(self.vectors(labels))
+        scores, rows = scoring.topk(q, base, k, self.metric)
+        return scores, np.where(rows >= 0, labels[np.maximum(rows, 0)], -1)
+
+    # ---- the family's hooks ------------------------------------------------------------------
+    def _check_batch(self, items: Any, name: str) -> tuple[np.ndarray, int]:
+        x = check_vectors(items, self.dim, name)
+        return x, x.shape[0]
+
+    def _prepare_batch(self, batch: np.ndarray) -> np.ndarray:
+        return prepare(batch, self.metric)
+
+    def _search_exact(
+        self, q: np.ndarray, k: int, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.search_subset(q, k, labels)
+
+    # ---- what subclasses implement beyond BaseIndex's ----------------------------------------
+    @abstractmethod
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Stored (prepared) vectors of live labels, for exact subset search."""

@@ -94,7 +94,7 @@ class FlatIndex(Index):
         storage.save_npy(directory / "labels.npy", lab)
         return ["vectors.npy", "labels.npy"]
 
-    def _load_files(self, directory: Path) -> None:
+    def _load_files(self, directory: Path, manifest: dict[str, Any]) -> None:
         x = storage.load_npy(directory / "vectors.npy", np.float32, 2)
         lab = storage.load_npy(directory / "labels.npy", np.int64, 1)
         if x.shape[1] != self.dim:

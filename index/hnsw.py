@@ -166,7 +166,7 @@ class HNSWIndex(Index):
         storage.save_npy(directory / "labels.npy", self.labels())
         return ["graph.bin", "labels.npy"]
 
-    def _load_files(self, directory: Path) -> None:
+    def _load_files(self, directory: Path, manifest: dict[str, Any]) -> None:
         path = directory / "graph.bin"
         labels = storage.load_npy(directory / "labels.npy", np.int64, 1)
         try:

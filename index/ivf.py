@@ -243,8 +243,8 @@ class IVFIndex(Index):
             storage.save_npy(directory / name, arr)
         return list(files)
 
-    def _load_files(self, directory: Path) -> None:
-        if "buffer.npy" in self._manifest_files:
+    def _load_files(self, directory: Path, manifest: dict[str, Any]) -> None:
+        if "buffer.npy" in manifest["files"]:
             x = storage.load_npy(directory / "buffer.npy", np.float32, 2)
             lab = storage.load_npy(directory / "labels.npy", np.int64, 1)
             if x.shape != (lab.shape[0], self.dim):

@@ -10,17 +10,12 @@ import numpy as np
 
 from . import storage
 from .base import Index
+from .carving import ball_carve
 from .fde import FDE
+from .inner import INNER_DIR, inner_fields, load_inner, new_inner, split_inner
 from .metric import Metric
-from .multivector import (
-    INNER_DIR,
-    INNER_KINDS,
-    MultiVectorIndex,
-    inner_sha,
-    load_inner,
-    split_inner,
-)
-from .tokens import ball_carve, check_token_sets, save_npy_replace
+from .multivector import MultiVectorIndex, TokenSets
+from .tokens import check_token_sets, save_npy_replace
 
 _MATRIX_FILES = {
     "hyperplanes": "fde_hyperplanes.npy",
@@ -83,16 +78,14 @@ class MuveraIndex(MultiVectorIndex):
             d_final=p["d_final"],
             seed=p["seed"],
         )
-        self._inner = INNER_KINDS[kind](dim=self.fde.out_dim, metric="ip", **inner_params)
+        self._inner = new_inner(kind, self.fde.out_dim, inner_params)
         self.params.update({f"inner_{k}": v for k, v in self._inner.params.items()})
+        self.search_keys = ("candidates", "tau", *(f"inner_{k}" for k in self._inner.search_keys))
 
     @property
     def inner(self) -> Index:
         """The single-vector index over the document FDEs."""
         return self._inner
-
-    def allowed_search_keys(self) -> tuple[str, ...]:
-        return ("candidates", "tau", *(f"inner_{k}" for k in self._inner.search_keys))
 
     # ---- encoding ----------------------------------------------------------------------------
     def encode_queries(self, queries: Any) -> np.ndarray:
@@ -106,10 +99,10 @@ class MuveraIndex(MultiVectorIndex):
         return self.fde.encode_documents(self._prepare(d), d_off)
 
     # ---- protocol hooks ----------------------------------------------------------------------
-    def _add(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
+    def _add_extra(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
         self._inner.add(self.fde.encode_documents(tokens, offsets), labels)
 
-    def _remove(self, labels: np.ndarray) -> None:
+    def _remove_extra(self, labels: np.ndarray) -> None:
         self._inner.remove(labels)
 
     def candidate_labels(self, queries: Any, **params: Any) -> np.ndarray:
@@ -130,24 +123,28 @@ class MuveraIndex(MultiVectorIndex):
         return labels
 
     def _search(
-        self, q: np.ndarray, q_off: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
+        self, q: TokenSets, k: int, allowed: np.ndarray | None, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
+        tokens, q_off = q
         tau = int(params.get("tau", self.params["tau"]))
         if not 0 <= tau <= 100:
             raise ValueError(f"tau is a percentage (0-100), got {tau}")
-        cand = self._candidates(q, q_off, k, allowed, **params)
+        cand = self._candidates(tokens, q_off, k, allowed, **params)
         if tau:
-            q, q_off = ball_carve(q, q_off, tau / 100.0)
-        return self.rerank(q, q_off, cand, k)
+            tokens, q_off = ball_carve(tokens, q_off, tau / 100.0)
+        return self.rerank(tokens, q_off, cand, k)
 
     # ---- persistence -------------------------------------------------------------------------
-    def _save_extra(self, directory: Path) -> tuple[list[str], dict[str, Any]]:
+    def _save_extra(self, directory: Path) -> list[str]:
         names = []
         for key, arr in self.fde.matrices.items():
             save_npy_replace(directory / _MATRIX_FILES[key], arr)
             names.append(_MATRIX_FILES[key])
         self._inner.save(directory / INNER_DIR)
-        return names, {"inner_manifest_sha256": inner_sha(directory)}
+        return names
+
+    def _manifest_fields(self, directory: Path) -> dict[str, Any]:
+        return {**super()._manifest_fields(directory), **inner_fields(directory)}
 
     def _load_extra(self, directory: Path, manifest: dict[str, Any]) -> None:
         matrices = {}

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .metric import Metric
-from .tokens import ragged_arange
+from .ragged import ragged_arange
 
 # Bytes one score block (query chunk x base chunk) may take; bounds the memory of every search.
 DEFAULT_BLOCK_BYTES = 256 << 20

@@ -1,54 +1,61 @@
-"""Index spec strings (``hnsw:M=32,ef=128``) that round-trip through ``Index.spec``."""
+"""Index kinds and spec strings (``hnsw:M=32,ef=128``) that round-trip through ``idx.spec``.
+
+``KINDS`` is the one registry of index kinds, single- and multi-vector (the single-vector kinds
+are also the inner indexes a multi-vector index may keep). It names each class by module, and
+``class_of`` imports it on lookup: the index modules read this registry (``BaseIndex.load``
+opens any kind through it), so it imports none of them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import Any, NamedTuple
 
-from .base import Index
-from .flat import FlatIndex
-from .hnsw import HNSWIndex
-from .ivf import IVFIndex
-from .metric import Metric
-from .multivector import ChamferIndex, MultiVectorIndex, TokenANNIndex
-from .muvera import MuveraIndex
 
-REGISTRY: dict[str, type[Index]] = {
-    FlatIndex.kind: FlatIndex,
-    HNSWIndex.kind: HNSWIndex,
-    IVFIndex.kind: IVFIndex,
+class Kind(NamedTuple):
+    """Where an index kind's class lives (a module of this package) and its family."""
+
+    module: str
+    cls: str
+    multi_vector: bool
+
+
+# In the order messages list them.
+KINDS: dict[str, Kind] = {
+    "flat": Kind("flat", "FlatIndex", False),
+    "hnsw": Kind("hnsw", "HNSWIndex", False),
+    "ivf": Kind("ivf", "IVFIndex", False),
+    # Multi-vector kinds: token sets in, Chamfer similarity out (see ``index.multivector``).
+    "muvera": Kind("muvera", "MuveraIndex", True),
+    "chamfer": Kind("chamfer", "ChamferIndex", True),
+    "token_ann": Kind("token_ann", "TokenANNIndex", True),
 }
-# Multi-vector kinds: token sets in, Chamfer similarity out (see ``index.multivector``).
-MULTIVECTOR_REGISTRY: dict[str, type[MultiVectorIndex]] = {
-    MuveraIndex.kind: MuveraIndex,
-    ChamferIndex.kind: ChamferIndex,
-    TokenANNIndex.kind: TokenANNIndex,
-}
+# The two families, as views of ``KINDS``.
+REGISTRY: dict[str, Kind] = {name: k for name, k in KINDS.items() if not k.multi_vector}
+MULTIVECTOR_REGISTRY: dict[str, Kind] = {name: k for name, k in KINDS.items() if k.multi_vector}
 
 
-def _known() -> str:
-    return ", ".join([*REGISTRY, *MULTIVECTOR_REGISTRY])
+def class_of(kind: str, multi_vector: bool | None = None) -> type[Any]:
+    """The index class of a spec kind.
 
+    Args:
+        kind: the spec name (``hnsw``).
+        multi_vector: the family the kind must belong to (None: either).
 
-def index_class(kind: str) -> type[Index]:
-    """The single-vector index class of a spec kind."""
-    try:
-        return REGISTRY[kind]
-    except KeyError:
-        if kind in MULTIVECTOR_REGISTRY:
-            raise ValueError(
-                f"{kind!r} is a multi-vector index kind, not a single-vector one"
-            ) from None
-        raise ValueError(f"unknown index kind {kind!r}; known: {_known()}") from None
-
-
-def multivector_class(kind: str) -> type[MultiVectorIndex]:
-    """The multi-vector index class of a spec kind."""
-    try:
-        return MULTIVECTOR_REGISTRY[kind]
-    except KeyError:
+    Raises:
+        ValueError: an unknown kind, or one of the other family (the message says which).
+    """
+    entry = KINDS.get(kind)
+    if multi_vector and (entry is None or not entry.multi_vector):
         raise ValueError(
             f"unknown multi-vector index kind {kind!r}; known: {', '.join(MULTIVECTOR_REGISTRY)}"
-        ) from None
+        )
+    if entry is None:
+        raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
+    if multi_vector is False and entry.multi_vector:
+        raise ValueError(f"{kind!r} is a multi-vector index kind, not a single-vector one")
+    klass: type[Any] = getattr(importlib.import_module(f"{__package__}.{entry.module}"), entry.cls)
+    return klass
 
 
 def is_multivector(kind: str) -> bool:
@@ -74,8 +81,8 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"index spec must be a non-empty string, got {spec!r}")
     kind, _, rest = spec.strip().partition(":")
     kind = kind.strip().lower()
-    if kind not in REGISTRY and kind not in MULTIVECTOR_REGISTRY:
-        raise ValueError(f"unknown index kind {kind!r}; known: {_known()}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
     params: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, val = part.partition("=")
@@ -87,17 +94,3 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"index spec parameter {key.strip()!r} given twice in {spec!r}")
         params[key.strip()] = _value(val.strip())
     return kind, params
-
-
-def from_spec(spec: str, dim: int, metric: str | Metric = "cosine") -> Index | MultiVectorIndex:
-    """Builds an empty index from a spec string: a single-vector ``Index``, or a
-    ``MultiVectorIndex`` for the multi-vector kinds (``muvera``, ``chamfer``, ``token_ann``).
-
-    Example:
-        >>> from_spec("hnsw:M=32,ef=128", dim=64, metric="cosine").spec
-        'hnsw:M=32,ef_construction=200,ef=128'
-    """
-    kind, params = parse_spec(spec)
-    if kind in MULTIVECTOR_REGISTRY:
-        return MULTIVECTOR_REGISTRY[kind](dim=dim, metric=metric, **params)
-    return index_class(kind)(dim=dim, metric=metric, **params)
