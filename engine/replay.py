@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -11,8 +12,24 @@ from index.tokens import offsets_of
 
 from . import wal
 
-if TYPE_CHECKING:
-    from .collection import Collection
+
+class Target(Protocol):
+    """What replay writes to: ``Collection.replay`` (the replayer's entry point)."""
+
+    dim: int
+    multi_vector: bool
+
+    def replay(
+        self,
+        kind: int,
+        ids: Sequence[str] = (),
+        vectors: np.ndarray | None = None,
+        payloads: list[dict[str, Any]] | None = None,
+        *,
+        lengths: np.ndarray | None = None,
+        texts: Sequence[str | None] | None = None,
+        marker: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
 class Replayer:
@@ -24,19 +41,20 @@ class Replayer:
 
     batch = 65536  # vectors (or tokens)
 
-    def __init__(self, col: Collection) -> None:
+    def __init__(self, col: Target) -> None:
         self.col = col
         self.pending: list[wal.Entry] = []
         self.n = 0
 
     def add(self, entry: wal.Entry) -> None:
         if entry.marker is not None:
-            self.col._marker = entry.marker  # replay stops before a record that does not apply
+            # Replay stops before a record that does not apply.
+            self.col.replay(wal.MARK, marker=entry.marker)
         if entry.kind == wal.MARK:
             return
         if entry.kind == wal.DELETE:
             self.flush()
-            self.col._apply_delete(entry.ids)
+            self.col.replay(wal.DELETE, entry.ids)
             return
         self.pending.append(entry)
         self.n += entry.vectors.shape[0] if entry.vectors is not None else len(entry.ids)
@@ -49,7 +67,9 @@ class Replayer:
             return
         for e in entries:
             try:
-                self._apply(e.ids, e.vectors, self._rows(e), e.lengths, e.texts)
+                self.col.replay(
+                    wal.UPSERT, e.ids, e.vectors, e.payloads, lengths=e.lengths, texts=e.texts
+                )
             except (ValueError, TypeError) as err:
                 raise storage.CorruptFileError(
                     e.path, f"offset {e.offset}: record {e.seq} does not apply: {err}"
@@ -58,21 +78,6 @@ class Replayer:
     @staticmethod
     def _rows(e: wal.Entry) -> list[dict[str, Any]]:
         return e.payloads if e.payloads is not None else [{} for _ in e.ids]
-
-    def _apply(
-        self,
-        ids: list[str],
-        x: np.ndarray | None,
-        rows: list[dict[str, Any]],
-        lengths: np.ndarray | None,
-        texts: list[str] | None,
-    ) -> None:
-        if x is None:
-            raise ValueError("an upsert record without vectors")
-        offsets = None if lengths is None else offsets_of(lengths)
-        schema = self.col._payloads.check_types(rows)
-        lex = self.col._lexical_texts(rows, texts)
-        self.col._apply_upsert(ids, x, rows, schema, offsets, lex)
 
     def _apply_merged(self, entries: list[wal.Entry]) -> bool:
         multi = self.col.multi_vector
@@ -109,14 +114,9 @@ class Replayer:
         if x.shape[0] != n_rows or (lengths is not None and lengths.shape[0] != len(keys)):
             return False
         try:
-            schema = self.col._payloads.check_types(rows)
-            lex = self.col._lexical_texts(rows, None)
+            self.col.replay(wal.UPSERT, keys, x, rows, lengths=lengths, texts=texts)
         except ValueError:
             return False  # apply record by record, so that an error names its record
-        if self.col.text_field is None and self.col.lexical:
-            lex = texts
-        offsets = None if lengths is None else offsets_of(lengths)
-        self.col._apply_upsert(keys, x, rows, schema, offsets, lex)
         return True
 
     @staticmethod
