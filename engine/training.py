@@ -87,6 +87,10 @@ def corpus_examples(
     return out
 
 
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
 def make_miner(
     corpus: dict[str, str],
     *,
@@ -98,11 +102,15 @@ def make_miner(
 ) -> Miner:
     """A miner: for each example, a hard negative among the top ``depth`` documents that are not
     its positive, skipping candidates that score above ``margin`` x the positive's score (likely
-    unlabelled positives). Multi-vector encoders are mined with the default single-vector model.
+    unlabelled positives). A document that holds a positive verbatim (whitespace aside) is that
+    positive's source (``corpus_examples`` takes positives from a document's text or a span of
+    it, while the corpus holds "title text"), so it is never a negative, however it scores.
+    Multi-vector encoders are mined with the default single-vector model.
     ``first_doc_vectors`` (the corpus already encoded by the untrained encoder) saves the first
     mining pass its corpus encoding."""
     doc_ids = list(corpus)
     texts = [corpus[d] for d in doc_ids]
+    padded = [f" {_words(t)} " for t in texts]  # for word-aligned containment tests
     rng = random.Random(seed)
 
     def mine(encoder: Encoder, examples: list[Example]) -> list[Example]:
@@ -123,13 +131,15 @@ def make_miner(
         scores, labels = index.search(q, min(depth + 1, len(texts)))
         positives: dict[str, set[str]] = {}
         for e in examples:
-            positives.setdefault(e.query, set()).add(e.positive)
+            positives.setdefault(e.query, set()).add(f" {_words(e.positive)} ")
         out = []
         for i, e in enumerate(examples):
             pool = [
                 texts[lab]
                 for s, lab in zip(scores[i], labels[i], strict=True)
-                if lab >= 0 and texts[lab] not in positives[e.query] and s < margin * pos_score[i]
+                if lab >= 0
+                and s < margin * pos_score[i]
+                and not any(pos in padded[lab] for pos in positives[e.query])
             ]
             out.append(replace(e, negative=rng.choice(pool[:depth]) if pool else None))
         return out

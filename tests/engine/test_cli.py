@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from engine import cli
+import numpy as np
+
+from engine import Engine, cli
 
 
 def test_demo_indexes_searches_and_reopens(tmp_path, capsys):
@@ -34,8 +38,34 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     assert cli.main(["info", "--data", str(tmp_path), "--collection", "../x"]) == 2
 
 
-def test_console_entry_point_runs():
+def installed_vecdex() -> str:
+    """The ``vecdex`` console script of this environment (``pip install -e .`` makes it)."""
+    beside = Path(sys.executable).parent / "vecdex"
+    found = str(beside) if beside.is_file() else shutil.which("vecdex")
+    assert found, f"no vecdex console script beside {sys.executable} or on PATH: pip install -e ."
+    return found
+
+
+def test_console_script_runs(tmp_path):
+    """The installed entry point (pyproject's [project.scripts]), not ``python -m engine.cli``."""
+    vecdex = installed_vecdex()
+    proc = subprocess.run([vecdex, "--help"], capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith("usage: vecdex ")
+    assert "demo" in proc.stdout and "info" in proc.stdout and "serve" in proc.stdout
+    # Its exit status is main()'s: 2 and a message on a user error.
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "--help"], capture_output=True, text=True, check=True
+        [vecdex, "info", "--data", str(tmp_path / "none")], capture_output=True, text=True
     )
-    assert "demo" in proc.stdout and "info" in proc.stdout
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "no such data directory" in proc.stderr and str(tmp_path / "none") in proc.stderr
+    # And it works on a real data directory.
+    with Engine(tmp_path / "data") as eng:
+        eng.create_collection("c", dim=4, index="flat").add(["a", "b"], np.eye(4)[:2])
+    proc = subprocess.run(
+        [vecdex, "info", "--data", str(tmp_path / "data"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(proc.stdout)
+    assert [(c["name"], c["count"], c["dim"]) for c in info] == [("c", 2, 4)]

@@ -1,13 +1,18 @@
-"""Retrieval metrics against hand computation, and `vecdex eval` / `vecdex train` end to end."""
+"""Retrieval metrics against hand computation, `vecdex eval` / `vecdex train` end to end, and the
+training data: the hard-negative miner and `--pairs` files."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from engine import cli
+from encoders.train import Example
+from engine import cli, training
 from engine.evaluate import evaluate_run, mrr_at_k, ndcg_at_k, recall_at_k
 
 
@@ -94,7 +99,7 @@ def test_eval_cli(tiny_beir, tiny_st_dir, tmp_path, capsys):
     assert "nDCG@10" in capsys.readouterr().out
 
 
-def test_train_cli_with_hard_negatives(tiny_beir, tiny_st_dir, tmp_path, capsys):
+def test_train_cli_with_hard_negatives(tiny_beir, tiny_st_dir, tmp_path, capsys, monkeypatch):
     model = tmp_path / "trained"
     argv = [
         "train",
@@ -114,14 +119,163 @@ def test_train_cli_with_hard_negatives(tiny_beir, tiny_st_dir, tmp_path, capsys)
     ]
     from engine import encoding
 
+    # Watch the miner the CLI builds: what it hands the training loop is what we check.
+    mined: list[list[Example]] = []
+    real_make_miner = training.make_miner
+
+    def spy_make_miner(corpus, **kwargs):
+        mine = real_make_miner(corpus, **kwargs)
+
+        def spy(encoder, examples):
+            out = mine(encoder, examples)
+            mined.append(out)
+            return out
+
+        return spy
+
+    monkeypatch.setattr(training, "make_miner", spy_make_miner)
     before = encoding.resolve(str(tiny_st_dir)).encode_documents(["a fixed text"])
     assert cli.main(argv) == 0
-    assert "saved" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "training " in out and " on 6 examples" in out and "saved" in out
+    # Mined once (no --refresh-negatives), for all 6 examples (2 qrels pairs + 4 title -> text);
+    # every negative is a corpus document other than its example's positive.
+    assert len(mined) == 1 and len(mined[0]) == 6
+    corpus = set(training.beir_examples(tiny_beir)[1].values())
+    negatives = [e.negative for e in mined[0] if e.negative is not None]
+    assert len(negatives) >= 4  # 5 of 6 mined with the tiny model on seed 0
+    assert all(e.negative in corpus and e.negative != e.positive for e in mined[0] if e.negative)
     assert cli.main(["eval", str(tiny_beir), "--encoder", str(model)]) == 0
     # Training worked on its own copy: the process-wide encoder of the spec is untouched.
     cached = encoding.resolve(str(tiny_st_dir))
     assert cached.name == str(tiny_st_dir.resolve())
     assert (cached.encode_documents(["a fixed text"]) == before).all()
+
+
+class TableEncoder:
+    """A stand-in encoder whose vectors are looked up by text, so scores are known exactly."""
+
+    multi_vector = False
+    dim = 2
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+
+    def encode_queries(self, texts):
+        return np.array([self.table[t] for t in texts], dtype=np.float32)
+
+    encode_documents = encode_queries
+
+
+def test_miner_skips_likely_positives_above_the_margin():
+    # Inner products with the query (1, 0): positive 1.0, near-duplicate 0.99, hard negative
+    # 0.6, easy negative -1.0.
+    table = {
+        "query": [1.0, 0.0],
+        "positive": [1.0, 0.0],
+        "near duplicate": [0.99, 0.1],
+        "hard negative": [0.6, 0.8],
+        "easy negative": [-1.0, 0.0],
+    }
+    corpus = {f"d{i}": t for i, t in enumerate(list(table)[1:])}
+    enc = TableEncoder(table)
+    ex = [Example("query", "positive")]
+    # Without a margin that bites, the near-duplicate is the hardest negative (depth 1), taken.
+    [got] = training.make_miner(corpus, depth=1, margin=1.5)(enc, ex)
+    assert (got.query, got.positive, got.negative) == ("query", "positive", "near duplicate")
+    # The margin (0.95 x 1.0) drops it: of the top 2 other documents, the hard negative is left.
+    [got] = training.make_miner(corpus, depth=2, margin=0.95)(enc, ex)
+    assert got.negative == "hard negative"
+    # ... and at depth 1 nothing is left: no negative rather than a likely positive.
+    [got] = training.make_miner(corpus, depth=1, margin=0.95)(enc, ex)
+    assert got.negative is None
+    # The positive itself is never drawn, and at any depth only candidates below the margin.
+    drawn = {
+        training.make_miner(corpus, depth=10, margin=0.95, seed=s)(enc, ex)[0].negative
+        for s in range(8)
+    }
+    assert drawn == {"hard negative", "easy negative"}
+    # Nothing under the margin: no negative rather than a likely positive.
+    [got] = training.make_miner(corpus, depth=10, margin=-2.0)(enc, ex)
+    assert got.negative is None
+
+
+def test_miner_never_draws_the_document_that_holds_the_positive():
+    """Unsupervised pairs take their positive from a document's text (title -> text, or a span):
+    that document ("title text" in the corpus) is a positive however low it scores."""
+    docs = [
+        {"_id": "d1", "title": "Cats", "text": "the cat sat on the mat"},
+        {"_id": "d2", "title": "Dogs", "text": "a dog ran"},
+    ]
+    corpus = {d["_id"]: f"{d['title']} {d['text']}" for d in docs}
+    ex = training.corpus_examples(docs)
+    assert ex[0] == Example("Cats", "the cat sat on the mat")
+    # The positive's own document scores 0.9 x the positive: under the 0.95 margin.
+    table = {
+        "Cats": [1.0, 0.0],
+        "the cat sat on the mat": [1.0, 0.0],
+        "Cats the cat sat on the mat": [0.9, 0.44],
+        "Dogs a dog ran": [0.3, 0.95],
+    }
+    for seed in range(4):
+        [got] = training.make_miner(corpus, depth=10, seed=seed)(TableEncoder(table), ex[:1])
+        assert got.negative == "Dogs a dog ran"
+
+
+def write_pairs(path, rows):
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+PAIRS = [
+    {"query": "where is the cat", "positive": "the cat sat on the mat", "negative": "a dog ran"},
+    {"query": "protein folding", "positive": "proteins fold inside living cells"},
+    {"query": "launch to orbit", "positive": "the rocket launched into orbit", "negative": None},
+    {"query": "stock prices", "positive": "stock markets fell", "negative": "markets of fish"},
+]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_train_cli_with_pairs_file(suffix, tiny_st_dir, tmp_path, capsys, monkeypatch):
+    """`vecdex train --pairs FILE`: (query, positive[, negative]) rows reach the training loop."""
+    import encoders.train
+
+    pairs = tmp_path / f"pairs{suffix}"
+    write_pairs(pairs, PAIRS)
+    seen: list[list[Example]] = []
+    real_train = encoders.train.train
+
+    def spy_train(encoder, examples, config=None, **kwargs):
+        seen.append(list(examples))
+        return real_train(encoder, examples, config, **kwargs)
+
+    monkeypatch.setattr(encoders.train, "train", spy_train)
+    model = tmp_path / "trained"
+    argv = ["train", "--encoder", str(tiny_st_dir), "--pairs", str(pairs), "--epochs", "1"]
+    argv += ["--batch-size", "2", "--out", str(model), "--quiet"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "on 4 examples" in out and f"saved {model}" in out
+    assert seen == [[Example(r["query"], r["positive"], r.get("negative")) for r in PAIRS]]
+    # The saved model loads and encodes.
+    from engine import encoding
+
+    assert encoding.resolve(str(model)).encode_queries(["cat"]).shape[0] == 1
+
+
+def test_pairs_file_errors(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    write_pairs(bad, [{"query": "q", "doc": "d"}])
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['positive'\]"):
+        training.file_examples(bad)
+    write_pairs(bad, [{"query": "q", "positive": "p"}, {"query": " ", "positive": "p"}])
+    with pytest.raises(ValueError, match="row 1 has an empty"):
+        training.file_examples(bad)
+    (tmp_path / "pairs.csv").write_text("query,positive\nq,p\n")
+    with pytest.raises(ValueError, match="must be .jsonl or .parquet"):
+        training.file_examples(tmp_path / "pairs.csv")
 
 
 def test_train_cli_errors(tiny_beir, tmp_path, capsys):
