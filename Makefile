@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Both halves share one data directory: the server serves the collection `vecdex demo` built.
 demo: setup
-	$(VENV)/bin/vecdex demo
-	$(VPY) -m server.demo
+	@data=$$(mktemp -d "$${TMPDIR:-/tmp}/vecdex-demo-XXXXXX"); \
+	$(VENV)/bin/vecdex demo --data "$$data" && $(VPY) -m server.demo --data "$$data"; \
+	rc=$$?; rm -rf "$$data"; exit $$rc
 
 proto: setup
 	$(VPY) server/protogen.py

@@ -1,7 +1,11 @@
-"""The end of ``make demo``: serve the sample collection with ``vecdex serve`` and query it
-through ``server.Client``, checking that the answers are the embedded engine's.
+"""The end of ``make demo``: serve the collection that ``vecdex demo`` just built (the SciFact
+sample, encoded with MiniLM) with ``vecdex serve``, and ask it the first half's text query through
+``server.Client``. The server encodes the query with the collection's encoder, so the hits and
+scores printed here are the first half's; the demo checks that every answer over gRPC is the
+embedded engine's.
 
-    python -m server.demo [--data DIR]
+    vecdex demo --data DIR && python -m server.demo --data DIR   # what `make demo` runs
+    python -m server.demo                  # builds the sample collection in a temporary directory
 """
 
 from __future__ import annotations
@@ -16,34 +20,63 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 
-from engine import Engine, beir
-from engine.demo import SAMPLE, hashed_tfidf
+import numpy as np
+
+from engine import Engine, Hit, SearchResult, beir
+from engine.demo import SAMPLE
 
 from .client import Client
 
+COLLECTION = "sample"
+WHERE = {"title": {"$gte": "M"}}  # vecdex demo's filtered query
+SCORE_TOL = 1e-4  # the server encodes queries in its own batches: float32 rounding apart
+
+
+def same_hits(a: Sequence[Hit], b: Sequence[Hit]) -> bool:
+    return [h.id for h in a] == [h.id for h in b] and bool(
+        np.allclose([h.score for h in a], [h.score for h in b], rtol=0, atol=SCORE_TOL)
+    )
+
+
+def same_result(a: SearchResult, b: SearchResult) -> bool:
+    return bool((a.ids == b.ids).all()) and bool(
+        np.allclose(a.scores, b.scores, rtol=0, atol=SCORE_TOL)
+    )
+
+
+def show(hits: Sequence[Hit], out: Callable[[str], None], relevant: Container[str] = ()) -> None:
+    """One line per hit, as ``vecdex demo`` prints them (it marks the judged ones of its first
+    query, not of the filtered one)."""
+    for hit in hits:
+        rel = "  <- relevant" if hit.id in relevant else ""
+        out(f"  {hit.score:.3f}  {hit.id:>9}  {hit.payload['title'][:64]}{rel}")
+
 
 def run(data: str | None = None, out: Callable[[str], None] = print) -> bool:
-    """Builds the sample collection, serves it, queries it remotely; True if all answers agree."""
+    """Serves ``data``'s sample collection (built first when absent) and queries it remotely;
+    True if every answer over gRPC is the embedded engine's and the server exits cleanly."""
     tmp = tempfile.TemporaryDirectory(prefix="vecdex-serve-demo-") if data is None else None
     root = Path(tmp.name if tmp is not None else str(data))
-    corpus = beir.read_jsonl(SAMPLE / "corpus.jsonl")
     queries = beir.read_jsonl(SAMPLE / "queries.jsonl")
-    docs, idf = hashed_tfidf([beir.document_text(d) for d in corpus])
-    qv, _ = hashed_tfidf([q["text"] for q in queries], idf=idf)
+    qrels = beir.read_qrels(SAMPLE / "qrels.tsv")
+    texts = [q["text"] for q in queries]
+    query, relevant = texts[0], qrels.get(queries[0]["_id"], {})
+
+    # The embedded engine's answers, over the collection the first half built.
     with Engine(root) as eng:
-        if "sample" in eng.list_collections():
-            eng.drop_collection("sample")
-        col = eng.create_collection("sample", dim=docs.shape[1], index="hnsw")
-        col.add(
-            [d["_id"] for d in corpus],
-            docs,
-            [{"title": d["title"], "words": len(d["text"].split())} for d in corpus],
-        )
-        expected = col.search_batch(qv, k=5)
-        expected_filtered = col.search(qv[0], k=3, where={"words": {"$gte": 250}})
+        names = eng.list_collections()
+        if COLLECTION not in names or "encoder" not in eng.open_collection(COLLECTION).config():
+            from engine.ingest import ingest
+
+            out(f"(no text collection {COLLECTION!r} in {root}: indexing the sample first)")
+            ingest(eng, SAMPLE, COLLECTION, encoder="default", index="hnsw", overwrite=True)
+        col = eng.open_collection(COLLECTION)
+        expected = col.search(query, k=3)
+        expected_filtered = col.search(query, k=3, where=WHERE)
+        expected_batch = col.search_batch(texts, k=10)
 
     token = secrets.token_urlsafe(16)
     cmd = [sys.executable, "-m", "engine.cli", "serve", "--data", str(root), "--port", "0"]
@@ -51,6 +84,7 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> bool:
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "VECDEX_TOKEN": token}
     )
+    same = False
     try:
         if proc.stdout is None:  # pragma: no cover - stdout=PIPE above
             raise RuntimeError("no pipe to the server")
@@ -60,23 +94,27 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> bool:
         if m is None:
             raise RuntimeError(f"the server did not start: {line!r}")
         out(line)
-        with Client(m.group(1), token=token, timeout=30) as client:
-            remote = client.open_collection("sample")
+        with Client(m.group(1), token=token, timeout=60) as client:
+            remote = client.open_collection(COLLECTION)
             out(f"client.list_collections() -> {client.list_collections()}; {remote!r}")
-            q = queries[0]["text"]
-            out(f"query: {q}")
-            for hit in remote.search(qv[0], k=3):
-                out(f"  {hit.score:.3f}  {hit.id:>9}  {hit.payload['title'][:64]}")
-            filtered = remote.search(qv[0], k=3, where={"words": {"$gte": 250}})
+            out(f'remote.search("{query}", k=3)  # a text query: the server encodes it')
+            hits = remote.search(query, k=3)
+            show(hits, out, relevant)
+            out(f"same query, where={WHERE}:")
+            filtered = remote.search(query, k=3, where=WHERE)
+            show(filtered, out)
             t0 = time.perf_counter()
-            got = remote.search_batch(qv, k=5)
+            got = remote.search_batch(texts, k=10)
             ms = (time.perf_counter() - t0) * 1e3
-            same = bool((got.ids == expected.ids).all()) and [h.id for h in filtered] == [
-                h.id for h in expected_filtered
-            ]
+            out(f"search_batch of {len(texts)} claims (texts) over gRPC: {ms:.0f} ms")
+            same = (
+                same_hits(hits, expected)
+                and same_hits(filtered, expected_filtered)
+                and same_result(got, expected_batch)
+            )
             out(
-                f"search_batch of {len(qv)} queries over gRPC: {ms:.1f} ms; "
-                f"identical to the embedded engine: {same}"
+                "the same hits and scores as the embedded engine (vecdex demo above), "
+                f"to {SCORE_TOL:g}: {same}"
             )
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -88,8 +126,10 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="serve the sample collection and query it remotely")
-    p.add_argument("--data", help="data directory (default: a temporary one)")
+    p = argparse.ArgumentParser(description="serve the demo's collection and query it remotely")
+    p.add_argument(
+        "--data", help="the data directory that `vecdex demo --data` built (default: a new one)"
+    )
     args = p.parse_args(argv)
     return 0 if run(args.data) else 1
 
