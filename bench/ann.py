@@ -29,24 +29,12 @@ import numpy as np
 
 from . import ann_report
 from .ann_worker import Job, Run
+from .common import CACHE_ROOT, ROOT, json_default, positive_ints
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "bench" / ".cache" / "ann"
+CACHE = CACHE_ROOT / "ann"
 EF_SWEEP = (10, 16, 32, 64, 128, 256)
 NPROBE_SWEEP = (1, 2, 4, 8, 16, 32, 64)
 PEERS = ("chroma", "lancedb")
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -95,14 +83,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10,
         help="IVF-PQ sub-quantizers (must divide 50); 25 trains ~8x slower (2-d sub-vectors)",
     )
-    g.add_argument("--ef", type=_ints, default=EF_SWEEP, help="HNSW ef sweep (batch)")
-    g.add_argument("--nprobe", type=_ints, default=NPROBE_SWEEP, help="IVF nprobe sweep (batch)")
+    g.add_argument("--ef", type=positive_ints, default=EF_SWEEP, help="HNSW ef sweep (batch)")
     g.add_argument(
-        "--single-ef", type=_ints, default=None, help="ef sweep one query at a time (default: --ef)"
+        "--nprobe", type=positive_ints, default=NPROBE_SWEEP, help="IVF nprobe sweep (batch)"
+    )
+    g.add_argument(
+        "--single-ef",
+        type=positive_ints,
+        default=None,
+        help="ef sweep one query at a time (default: --ef)",
     )
     g.add_argument(
         "--single-nprobe",
-        type=_ints,
+        type=positive_ints,
         default=None,
         help="nprobe sweep one query at a time (default: --nprobe)",
     )
@@ -336,12 +329,24 @@ def run_h2h(
     return json.loads(Path(spec["result"]).read_text())
 
 
+def run_worker(job_file: str) -> None:
+    """In a worker subprocess: one system's sweeps, or the head-to-head; writes the result."""
+    spec = json.loads(Path(job_file).read_text())
+    if spec.get("kind") == "h2h":
+        from .ann_h2h import head_to_head
+
+        result = head_to_head(spec)
+    else:
+        from .ann_worker import run_spec
+
+        result = run_spec(spec)
+    Path(spec["result"]).write_text(json.dumps(result, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        from .ann_worker import main as worker_main
-
-        worker_main(args.worker)
+        run_worker(args.worker)
         return 0
     if args.report_from:
         return rerender(args.report_from, args.out)
@@ -379,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_report(report: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / f"{name}.json", out / f"{name}.png"
-    json_path.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    json_path.write_text(json.dumps(report, indent=1, default=json_default) + "\n")
     ann_report.plot(report, png_path)
     print("\n" + report["summary_markdown"])
     print("\n" + report["targets_markdown"])
@@ -395,16 +400,6 @@ def rerender(path: Path, out: Path) -> int:
     json_path, png_path = write_report(report, out, path.stem)
     print(f"\nre-rendered {json_path} and {png_path}")
     return 0
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, tuple):
-        return list(o)
-    raise TypeError(f"cannot serialise {type(o).__name__}")
 
 
 if __name__ == "__main__":

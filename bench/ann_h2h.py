@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .ann_worker import WARMUP_BATCH, WARMUP_SINGLE, load_data, recall_at_k
+from .ann_worker import WARMUP_BATCH, WARMUP_SINGLE, load_data
 
 
 def paired_batch(fns: dict[str, Any], q: np.ndarray, repeats: int) -> dict[str, list[float]]:
@@ -61,6 +61,7 @@ def head_to_head(spec: dict[str, Any]) -> dict[str, Any]:
     import hnswlib
 
     from engine import Engine
+    from index import recall_at_k
 
     base, queries, gt = load_data(spec["data_dir"])
     k, repeats, ns = spec["k"], spec["repeats"], spec["single_queries"]

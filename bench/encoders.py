@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -33,25 +32,22 @@ from engine.evaluate import evaluate_run  # noqa: E402
 from index import FlatIndex  # noqa: E402
 from index.scoring import chamfer_topk  # noqa: E402
 
-CACHE = Path(__file__).parent / ".cache" / "encoders"
-RESULTS = Path(__file__).parent / "results" / "encoders.json"
+from .common import (  # noqa: E402
+    CACHE_ROOT,
+    RESULTS,
+    cached_array,
+    cached_token_sets,
+    file_digest,
+    machine_info,
+    pack,
+)
 
-
-def file_digest(*paths: Path) -> str:
-    h = hashlib.sha1()
-    for p in paths:
-        h.update(p.read_bytes())
-    return h.hexdigest()[:12]
+CACHE = CACHE_ROOT / "encoders"
+RESULT = RESULTS / "encoders.json"
 
 
 def cached(key: str, compute) -> np.ndarray:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{key}.npy"
-    if path.exists():
-        return np.load(path, allow_pickle=False)
-    x = compute()
-    np.save(path, x, allow_pickle=False)
-    return x
+    return cached_array(CACHE / f"{key}.npy", compute)[0]
 
 
 def embedding_key(enc: SentenceEncoder, data: Path) -> str:
@@ -121,26 +117,11 @@ def throughput(args, enc: SentenceEncoder, corpus) -> dict[str, Any]:
 
 
 # ---- multi-vector ------------------------------------------------------------------------------
-def pack(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(sets) + 1, dtype=np.int64)
-    np.cumsum([len(x) for x in sets], out=offsets[1:])
-    return np.concatenate(sets).astype(np.float32), offsets
-
-
 def cached_tokens(key: str, compute) -> tuple[np.ndarray, np.ndarray, float | None]:
-    """Document token sets as float16 tokens + int64 offsets under bench/.cache (never pickle);
-    also the seconds the encoding took (None when read from the cache)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tpath, opath = CACHE / f"{key}.tokens.npy", CACHE / f"{key}.offsets.npy"
-    if tpath.exists() and opath.exists():
-        return np.load(tpath, allow_pickle=False), np.load(opath, allow_pickle=False), None
-    t0 = time.perf_counter()
-    tokens, offsets = pack(compute())
-    seconds = time.perf_counter() - t0
-    tokens = tokens.astype(np.float16)  # as stored, so a cached rerun scores identically
-    np.save(tpath, tokens, allow_pickle=False)
-    np.save(opath, offsets, allow_pickle=False)
-    return tokens, offsets, seconds
+    """Document token sets under bench/.cache (see ``bench.common.cached_token_sets``); also
+    the seconds the encoding took (None when read from the cache)."""
+    tokens, offsets, meta = cached_token_sets(CACHE, key, lambda: pack(compute()))
+    return tokens, offsets, None if meta["cached"] else meta["compute_s"]
 
 
 def token_key(enc: TokenEncoder, data: Path, model: str) -> str:
@@ -361,8 +342,8 @@ def main() -> None:
     tt.add_argument("--token-query-augment", action="store_true", help="[MASK] query padding")
     args = p.parse_args()
 
-    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = {"cores": os.cpu_count(), "gpu": None, "python": platform.python_version()}
+    results: dict[str, Any] = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    results["machine"] = machine_info(("sentence-transformers", "transformers"))
     corpus, queries, qrels, qids = load(args.data)
     enc = SentenceEncoder("default")
     if not args.skip_harness:
@@ -382,8 +363,8 @@ def main() -> None:
         run = train_token_run(args, corpus, queries, qrels, qids)
         results.setdefault("token_training_runs", []).append(run)
         print(json.dumps(run, indent=2), flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.common import json_default  # noqa: E402
 from bench.hybrid_peers import (  # noqa: E402
     K_LATENCY,
     LanceSide,
@@ -66,7 +67,7 @@ from bench.hybrid_quality import (  # noqa: E402
     sweep,
     token_quality,
 )
-from bench.hybrid_report import json_default, machine_info, plot, table  # noqa: E402
+from bench.hybrid_report import machine_info, plot, table  # noqa: E402
 from engine import Engine  # noqa: E402
 from engine import fusion as fz  # noqa: E402
 from index.lexical import BM25Index  # noqa: E402

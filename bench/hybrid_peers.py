@@ -10,8 +10,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 os.environ.setdefault("LANCEDB_LOG", "error")  # lance's scanner warns on every hybrid query
 
+from bench.common import dist_version, summary_ms  # noqa: E402
 from bench.hybrid_quality import Data, Side, build_collection, metrics  # noqa: E402
 from engine import Engine  # noqa: E402
 from index.lexical import BM25Index  # noqa: E402
@@ -31,27 +31,6 @@ LANCEDB_REFERENCE = {
     "fts": {"ndcg@10": 0.684, "ms": 9.8},
     "hybrid": {"ndcg@10": 0.716, "ms": 17.4},
 }
-
-
-def version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def pct(xs: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=np.float64), q))
-
-
-def summary_ms(ns: Sequence[int]) -> dict[str, float]:
-    ms = np.asarray(ns, dtype=np.float64) / 1e6
-    return {
-        "median_ms": round(float(np.median(ms)), 4),
-        "p95_ms": round(pct(ms, 95), 4),
-        "mean_ms": round(float(ms.mean()), 4),
-        "n": int(ms.size),
-    }
 
 
 # ---- latency, vecdex and LanceDB interleaved -----------------------------------------------------
@@ -176,7 +155,7 @@ def lancedb_quality(
         }
     vec_hybrid = lat["vecdex hybrid"]["median_ms"]
     return {
-        "version": version("lancedb"),
+        "version": dist_version("lancedb"),
         **lance.info(),
         "modes": rows,
         "query_errors": lance.errors,

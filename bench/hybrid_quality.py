@@ -18,11 +18,13 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.common import CACHE_ROOT, cached_array, pack  # noqa: E402
+from bench.common import cached_token_sets as cache_token_sets  # noqa: E402
 from engine import Engine, beir, encoding  # noqa: E402
 from engine import fusion as fz  # noqa: E402
 from engine.metrics import evaluate_run  # noqa: E402
 
-CACHE = Path(__file__).parent / ".cache" / "hybrid"
+CACHE = CACHE_ROOT / "hybrid"
 ADD_BATCH = 4096
 K_EVAL = 100  # ranking depth scored for recall@100
 
@@ -106,38 +108,25 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 def cached_vectors(enc: Any, texts: list[str], side: str) -> tuple[np.ndarray, float | None]:
     """(vectors, encode seconds or None when read from bench/.cache)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{side}-{model_digest(enc)}-{texts_digest(texts)}.npy"
-    if path.exists():
-        return np.load(path, allow_pickle=False), None
-    t0 = time.perf_counter()
-    x = enc.encode_documents(texts) if side == "docs" else enc.encode_queries(texts)
-    secs = time.perf_counter() - t0
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    np.save(path, x, allow_pickle=False)
-    return x, secs
+    encode = enc.encode_documents if side == "docs" else enc.encode_queries
+    return cached_array(
+        CACHE / f"{side}-{model_digest(enc)}-{texts_digest(texts)}.npy",
+        lambda: np.ascontiguousarray(encode(texts), dtype=np.float32),
+    )
 
 
 def cached_token_sets(
     enc: Any, texts: list[str], side: str
 ) -> tuple[list[np.ndarray], float | None]:
     """Token sets stored packed (float16 tokens + int64 offsets; never pickle)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    stem = CACHE / f"{side}-tokens-{model_digest(enc)}-{texts_digest(texts)}"
-    tpath, opath = Path(f"{stem}.tokens.npy"), Path(f"{stem}.offsets.npy")
-    secs = None
-    if tpath.exists() and opath.exists():
-        tokens, offsets = np.load(tpath, allow_pickle=False), np.load(opath, allow_pickle=False)
-    else:
-        t0 = time.perf_counter()
-        sets = enc.encode_documents(texts) if side == "docs" else enc.encode_queries(texts)
-        secs = time.perf_counter() - t0
-        offsets = np.zeros(len(sets) + 1, dtype=np.int64)
-        np.cumsum([len(s) for s in sets], out=offsets[1:])
-        tokens = np.concatenate(sets).astype(np.float16)
-        np.save(tpath, tokens, allow_pickle=False)
-        np.save(opath, offsets, allow_pickle=False)
+    encode = enc.encode_documents if side == "docs" else enc.encode_queries
+    tokens, offsets, meta = cache_token_sets(
+        CACHE,
+        f"{side}-tokens-{model_digest(enc)}-{texts_digest(texts)}",
+        lambda: pack(encode(texts), np.float16),
+    )
     tokens = tokens.astype(np.float32)
+    secs = None if meta["cached"] else meta["compute_s"]
     return [tokens[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)], secs
 
 

@@ -4,78 +4,32 @@ bench/hybrid.py report. Used by bench/hybrid.py.
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.hybrid_peers import version
+from bench.common import machine_info as common_machine_info
 from bench.hybrid_quality import RRF_WEIGHTS, SCORE_FUSIONS, Setting
 from engine import fusion as fz
 
 ROOT = Path(__file__).parent.parent
 
 
+VERSIONS = (
+    "bm25s",
+    "PyStemmer",
+    "lancedb",
+    "pylance",
+    "pyarrow",
+    "sentence-transformers",
+    "pytrec-eval-terrier",
+)
+
+
 def machine_info() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        head = ""
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cores_logical": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "torch_threads": torch.get_num_threads(),
-        "vecdex_git_head": head,
-        "versions": {
-            dist: version(dist)
-            for dist in (
-                "vecdex",
-                "bm25s",
-                "PyStemmer",
-                "lancedb",
-                "pylance",
-                "numpy",
-                "torch",
-                "pyarrow",
-                "sentence-transformers",
-                "pytrec-eval-terrier",
-            )
-        },
-    }
-
-
-def json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot serialise {type(o).__name__}")
+    """``bench.common.machine_info`` with the hybrid benchmark's libraries."""
+    return common_machine_info(VERSIONS)
 
 
 # ---- the console table ---------------------------------------------------------------------------

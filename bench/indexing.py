@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,9 +44,19 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = ROOT / "bench" / ".cache" / "indexing"
-RESULTS = ROOT / "bench" / "results" / "indexing.json"
+from .common import (
+    CACHE_ROOT,
+    RESULTS,
+    ROOT,
+    dir_bytes,
+    git_changes,
+    git_head,
+    load_average,
+    machine_info,
+)
+
+CACHE = CACHE_ROOT / "indexing"
+RESULT = RESULTS / "indexing.json"
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
 TEXT_RATIO_TARGET = 0.9
 RSS_RATIO_TARGET = 1.5
@@ -65,76 +74,21 @@ class VectorRun:
 
 # ---- helpers ----------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    import hnswlib  # noqa: F401
-    import pyarrow
-
-    versions: dict[str, str] = {"numpy": np.__version__, "pyarrow": pyarrow.__version__}
-    for mod in ("torch", "sentence_transformers", "faiss", "psutil"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # pragma: no cover
-            pass
-    versions["hnswlib"] = _dist_version("hnswlib")
-    versions["vecdex"] = _dist_version("vecdex")
-    commit = git_commit()
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:  # pragma: no cover
-        pass
     return {
-        "cores": os.cpu_count(),
-        "cpu": cpu,
-        "gpu": None,
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "commit": commit,
-        "versions": versions,
+        **machine_info(("faiss-cpu", "hnswlib", "pyarrow", "sentence-transformers", "psutil")),
         "note": "machine shared with other CPU-heavy jobs: compare ratios within one run",
     }
 
 
-def _dist_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:  # pragma: no cover
-        return "?"
-
-
 def git_commit() -> str:
     """HEAD, plus the engine / index / encoders files that differ from it (a shared tree)."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "engine", "index", "encoders"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.split("\n")
-    except OSError:  # pragma: no cover
-        return ""
-    changed = [line[3:] for line in dirty if line.strip()]
+    changed = git_changes("engine", "index", "encoders")
+    head = git_head(short=True)
     return f"{head} + uncommitted {', '.join(changed)}" if changed else head
 
 
 def now() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-
-
-def load_avg() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def texts_of(corpus: Path, n: int) -> list[dict[str, str]]:
@@ -271,7 +225,7 @@ def text_stage(args: argparse.Namespace) -> dict[str, Any]:
             res = run_vecdex()
         else:
             res = run_raw(TEXT_BATCH if kind == "raw_chunked" else None)
-        res["load_avg"] = load_avg()[0]
+        res["load_avg"] = load_average()[0]
         runs[kind].append(res)
         print(
             f"  text {kind:11s} {n} docs: {res['seconds']:.1f} s, {res['docs_per_s']:.1f} docs/s, "
@@ -524,7 +478,7 @@ def vector_stage(args: argparse.Namespace) -> dict[str, Any]:
             "rss_minus_import_over_size": (peak - base["peak_rss_bytes"]) / size,
             "target": f"peak RSS < {RSS_RATIO_TARGET} x bytes_on_disk",
             "pass": peak < RSS_RATIO_TARGET * size and rep["count"] == run.rows,
-            "load_avg_after": load_avg(),
+            "load_avg_after": load_average(),
             "scale": args.vector_scale,
             "commit": commit,
             "date": now(),
@@ -563,7 +517,7 @@ def scifact_stage(args: argparse.Namespace) -> dict[str, Any]:
         "wall_docs_per_s": rep["rows"] / m["wall_s"],
         "peak_rss_bytes": max(m["peak_rss_bytes"], m["peak_rss_polled_bytes"]),
         "bytes_on_disk": rep["bytes_on_disk"],
-        "load_avg_after": load_avg(),
+        "load_avg_after": load_average(),
     }
 
 
@@ -603,7 +557,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--poll-ms", type=float, default=50.0, help="RSS polling period")
     g = p.add_argument_group("output")
     g.add_argument("--workdir", type=Path, default=CACHE / "work", help="collections (deleted)")
-    g.add_argument("--out", type=Path, default=RESULTS)
+    g.add_argument("--out", type=Path, default=RESULT)
     args = p.parse_args(argv)
     if not (args.text or args.vectors or args.scifact):
         args.text = args.vectors = True
@@ -624,7 +578,7 @@ def main(argv: list[str] | None = None) -> None:
         commit = git_commit()
         results["text"] = {
             **text_stage(args),
-            "load_avg_at_end": load_avg(),
+            "load_avg_at_end": load_average(),
             "quick": args.quick,
             "date": now(),
             "commit": commit,

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import select
 import shutil
@@ -43,11 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from .common import RESULTS, ROOT, load_average, machine_info
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).parent / "results" / "server.json"
+RESULT = RESULTS / "server.json"
 SAMPLE = ROOT / "engine" / "sample"
 K = 10
 # mode -> collection: exact scoring (flat), HNSW over the same vectors, texts (MiniLM, flat)
@@ -310,18 +310,10 @@ async def load(address: str, work: Path, plan: list[dict[str, Any]], args: argpa
 
 # ---- report ------------------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    import grpc
-    import torch
-
+    """``bench.common.machine_info`` with grpcio, and the load when the run started."""
     return {
-        "cpus": os.cpu_count(),
-        "load_avg_at_start": os.getloadavg(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "grpcio": grpc.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
+        **machine_info(("grpcio", "protobuf")),
+        "load_avg_at_start": load_average(),
     }
 
 
@@ -398,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--dim", type=int, default=384, help="as MiniLM's vectors")
     data.add_argument("--hnsw", default="hnsw", help="index spec of the hnsw collection")
     data.add_argument("--encoder", default="default")
-    data.add_argument("--out", type=Path, default=RESULTS)
+    data.add_argument("--out", type=Path, default=RESULT)
     data.add_argument("--keep", type=Path, help="build the data here once and reuse it")
     internal = p.add_argument_group("internal (the load-generator process)")
     internal.add_argument("--loader", help=argparse.SUPPRESS)

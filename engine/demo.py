@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+import index as ix
+
 from . import beir
 from .engine import Engine
 
@@ -89,15 +91,13 @@ def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str
     res = col.search_batch(q_vecs, k=10)
     t_search = time.perf_counter() - t0
     # The exact oracle over the same stored vectors.
-    ids = sorted(col._label_of)
+    ids = col.ids()
     if "sample-exact" in eng.list_collections():
         eng.drop_collection("sample-exact")
     exact = eng.create_collection("sample-exact", dim=col.dim, index="flat")
     exact.add(ids, np.stack([r.vector for r in col.get(ids) if r is not None]))
     oracle = exact.search_batch(q_vecs, k=10)
-    recall = float(
-        np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.ids, oracle.ids, strict=True)])
-    )
+    recall = ix.recall_at_k(res.ids, oracle.ids, 10)
     run_ = {x["_id"]: list(row) for x, row in zip(queries, res.ids, strict=True)}
     ndcg = evaluate_run(run_, {k: v for k, v in qrels.items() if k in run_})["ndcg@10"]
     out(

@@ -19,6 +19,7 @@ from .ivf import IVFIndex as IVFIndex
 from .metric import Metric as Metric
 from .multivector import MultiVectorIndex as MultiVectorIndex
 from .muvera import MuveraIndex as MuveraIndex
+from .recall import recall_at_k as recall_at_k
 from .spec import parse_spec as parse_spec
 from .storage import CorruptFileError as CorruptFileError
 from .token_ann import TokenANNIndex as TokenANNIndex
@@ -38,4 +39,5 @@ __all__ = [
     "from_spec",
     "load",
     "parse_spec",
+    "recall_at_k",
 ]

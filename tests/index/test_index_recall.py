@@ -125,3 +125,20 @@ def test_ivf_flat_probing_every_list_is_exact(built, data, truth, metric):
     want_s, want_l = truth[metric]
     np.testing.assert_allclose(scores, want_s, rtol=1e-4, atol=1e-3)
     assert (found == want_l).mean() > 0.999  # only near-ties may swap places
+
+
+def test_recall_at_k_by_hand():
+    """Pooled over queries; padding (-1 labels, None ids) never matches and is not counted."""
+    found = np.array([[3, 1, -1], [7, 8, 9]])
+    truth = np.array([[1, 2, 3], [9, -1, -1]])
+    assert index.recall_at_k(found, truth) == pytest.approx(3 / 4)
+    assert index.recall_at_k(found, truth, k=1) == pytest.approx(0 / 2)
+    assert index.recall_at_k(found, truth, k=2) == pytest.approx(1 / 3)
+    ids = np.array([["a", None], ["c", "b"]], dtype=object)
+    assert index.recall_at_k(ids, [["a", "b"], ["b", "c"]]) == pytest.approx(3 / 4)
+    assert index.recall_at_k([[None]], [[None]]) == 1.0  # nothing to find
+    assert index.recall_at_k(np.full((2, 3), -1), truth) == 0.0
+    with pytest.raises(ValueError, match="found has 1 rows, truth 2"):
+        index.recall_at_k(found[:1], truth)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        index.recall_at_k(found, truth, k=0)

@@ -44,13 +44,6 @@ def clustered(
     return docs, queries
 
 
-def recall_at(got: np.ndarray, want: np.ndarray) -> float:
-    k = want.shape[1]
-    return float(
-        np.mean([len(set(g[g >= 0]) & set(w[w >= 0])) / k for g, w in zip(got, want, strict=True)])
-    )
-
-
 def pack(sets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(sets) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in sets], out=offsets[1:])
@@ -98,7 +91,7 @@ def test_muvera_recall_against_exhaustive_chamfer(big, big_exact, big_muvera):
     # Observed on seed 0: 0.718 / 0.962 / 0.998 at 20 / 50 / 100 candidates.
     for cand, floor in floors.items():
         scores, got = big_muvera.search(queries, 10, candidates=cand)
-        assert recall_at(got, want) >= floor, cand
+        assert index.recall_at_k(got, want) >= floor, cand
         # The rerank is exact: a returned document's score is its Chamfer similarity, and
         # where MUVERA finds the true top-10, scores agree with the exhaustive ones.
         same = (got == want).all(axis=1)
@@ -112,7 +105,7 @@ def test_ball_carving_keeps_recall(big, big_exact, big_muvera):
     _, want = big_exact.search(queries, 10)
     _, got = big_muvera.search(queries, 10, candidates=100, tau=70)
     # Observed on seed 0: 0.979 (exact rerank: 0.998).
-    assert recall_at(got, want) >= 0.95
+    assert index.recall_at_k(got, want) >= 0.95
 
 
 def test_heuristic_baseline_recall_grows_with_k_tokens(big, big_exact):
@@ -124,7 +117,7 @@ def test_heuristic_baseline_recall_grows_with_k_tokens(big, big_exact):
     for kt in (4, 16):
         cand = heur.candidate_labels(queries, k_tokens=kt)
         sizes.append(float((cand >= 0).sum(1).mean()))
-        recalls.append(recall_at(heur.search(queries, 10, k_tokens=kt)[1], want))
+        recalls.append(index.recall_at_k(heur.search(queries, 10, k_tokens=kt)[1], want))
     # Observed on seed 0: 24.9 / 66.9 candidates -> recall 0.600 / 0.966 (k_tokens 2 and 8:
     # 10.6 / 44.6 candidates -> 0.338 / 0.844); MUVERA above: 0.962 at 50 candidates.
     assert recalls == sorted(recalls) and sizes == sorted(sizes)
@@ -139,7 +132,7 @@ def test_filtered_search_on_a_large_allowed_set(big, big_exact, big_muvera):
     _, want = big_exact.search(queries, 10, allowed=allowed)
     _, got = big_muvera.search(queries, 10, candidates=100, allowed=allowed)
     assert np.isin(got[got >= 0], allowed).all()
-    assert recall_at(got, want) >= 0.95
+    assert index.recall_at_k(got, want) >= 0.95
 
 
 # ---- small indexes: protocol, persistence, failure paths -----------------------------------------
@@ -190,7 +183,7 @@ def test_every_inner_kind_finds_the_exact_top_k(small, inner):
     np.testing.assert_array_equal(got, want)
     np.testing.assert_allclose(scores, want_s, rtol=1e-5, atol=1e-4)
     _, few = idx.search(queries, 5, candidates=60)
-    assert recall_at(few, want) >= 0.8  # observed 0.95-1.0 across inner kinds
+    assert index.recall_at_k(few, want) >= 0.8  # observed 0.95-1.0 across inner kinds
 
 
 def test_spec_round_trips():
