@@ -3,16 +3,14 @@
 The sample corpus (300 SciFact abstracts, 50 claims; ``engine/sample/``, a BEIR directory) goes
 through ``vecdex index``'s pipeline with the default encoder (all-MiniLM-L6-v2, offline), then
 text queries are searched, checked against exact search and the relevance judgements, and the
-collection is reopened from disk. ``hashed_tfidf`` (lexical vectors without a model) serves the
-server demo, which must start fast.
+collection is reopened from disk; lexical (BM25) and hybrid searches are scored beside dense
+ones. ``server/demo.py`` then serves the same collection over gRPC.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,23 +22,6 @@ from . import beir
 from .engine import Engine
 
 SAMPLE = Path(__file__).parent / "sample"
-TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def hashed_tfidf(
-    texts: list[str], dim: int = 1024, idf: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feature-hashed TF-IDF vectors (n, dim), L2-normalised; returns (vectors, idf)."""
-    tf = np.zeros((len(texts), dim), dtype=np.float32)
-    for i, text in enumerate(texts):
-        for tok in TOKEN.findall(text.lower()):
-            tf[i, zlib.crc32(tok.encode()) % dim] += 1.0
-    if idf is None:
-        df = (tf > 0).sum(0)
-        idf = np.log((1 + len(texts)) / (1 + df)).astype(np.float32) + 1.0
-    x = np.log1p(tf) * idf
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12), idf
 
 
 def run(data: str | None = None, out: Callable[[str], None] = print) -> dict[str, float]:
