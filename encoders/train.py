@@ -171,10 +171,17 @@ def train(
     module = encoder.trainable()
     losses: list[float] = []
     step = 0
+    # Negatives the caller gave (e.g. a --pairs file's third column) are kept; the miner fills
+    # in the others (and refreshes only those).
+    given = [e for e in examples if e.negative]
+    to_mine = [replace(e, negative=None) for e in examples if not e.negative]
     for epoch in range(cfg.epochs):
-        if miner is not None and (epoch == 0 or cfg.refresh_negatives):
+        if miner is not None and to_mine and (epoch == 0 or cfg.refresh_negatives):
             module.eval()
-            examples = miner(encoder, [replace(e, negative=None) for e in examples])
+            mined = miner(encoder, to_mine)
+            if len(mined) != len(to_mine):
+                raise ValueError(f"the miner returned {len(mined)} examples for {len(to_mine)}")
+            examples = given + list(mined)
         module.train()
         order = list(range(len(examples)))
         rng.shuffle(order)

@@ -122,6 +122,36 @@ def test_hard_negative_miner_is_called_and_used(tiny_st_dir):
     assert calls == [len(train_ex), len(train_ex)]
 
 
+def test_given_negatives_are_kept_and_only_the_others_mined(tiny_st_dir, monkeypatch):
+    """A --pairs file's negatives survive --hard-negatives: the miner sees only the examples
+    without one, and training batches hold both."""
+    import encoders.train as train_mod
+
+    train_ex, docs, _ = topic_data()
+    given = [Example(e.query, e.positive, "a negative the user gave") for e in train_ex[:5]]
+    rest = [Example(e.query, e.positive) for e in train_ex[5:]]
+    seen: list[str] = []
+
+    def miner(encoder, examples):
+        seen.extend(e.query for e in examples)
+        return [Example(e.query, e.positive, docs[0]) for e in examples]
+
+    batches: list[list[Example]] = []
+    real_loss = train_mod._sentence_loss
+
+    def spy(encoder, batch, cfg):
+        batches.append(list(batch))
+        return real_loss(encoder, batch, cfg)
+
+    monkeypatch.setattr(train_mod, "_sentence_loss", spy)
+    enc = SentenceEncoder(tiny_st_dir)
+    train(enc, given + rest, TrainConfig(epochs=1, batch_size=16), miner=miner)
+    assert seen == [e.query for e in rest]
+    negatives = [e.negative for b in batches for e in b]
+    assert negatives.count("a negative the user gave") == len(given)
+    assert negatives.count(docs[0]) == len(rest) and len(negatives) == len(train_ex)
+
+
 def test_bad_training_input(tiny_st_dir):
     enc = SentenceEncoder(tiny_st_dir)
     with pytest.raises(ValueError, match="no training examples"):
