@@ -36,7 +36,13 @@ class _Failed:
 
 class Pipeline:
     """read+check (thread) -> encode (caller's thread) -> write (thread), two chunks in flight
-    between stages. ``run()`` once; it fills ``report`` as chunks commit."""
+    between stages. ``run()`` once; it fills ``report`` as chunks commit.
+
+    Ctrl-C (KeyboardInterrupt in the caller's thread) from the first chunk to the end of the
+    final checkpoint, the final drain included, lets the writer commit the chunks already
+    encoded and raises ``IngestInterrupted``: the threads have ended, the collection's
+    durability is restored, and the same call again finishes the run.
+    """
 
     def __init__(
         self,
@@ -216,8 +222,10 @@ class Pipeline:
         try:
             self._encode_all()
             finished = True
-        except KeyboardInterrupt:
+            # Inside the try: a Ctrl-C while the last chunks commit is an interruption too.
             self._drain(writer)
+        except KeyboardInterrupt:
+            self._drain(writer)  # again if the Ctrl-C came during the drain: it has not ended
             raise IngestInterrupted(self.report) from None
         finally:
             if not finished:
@@ -231,7 +239,12 @@ class Pipeline:
                 log.exception("restoring durability")
         if self.writer_error is not None:
             raise self.writer_error
-        self._finish()
+        try:
+            self._finish()
+        except KeyboardInterrupt:
+            # Every chunk is committed but the run may not be marked done or checkpointed: the
+            # same call again finishes it without reading a row.
+            raise IngestInterrupted(self.report) from None
 
     def _encode_all(self) -> None:
         """The encoding stage: checked chunks in, encoded chunks out, until the reader's end."""

@@ -303,7 +303,19 @@ def test_a_finished_run_is_a_no_op_and_a_changed_input_is_refused(tmp_path):
     assert report.added == 39 and len(eng.open_collection("c")) == 39
 
 
-def test_ctrl_c_stops_cleanly_and_the_same_call_resumes(tmp_path):
+@pytest.fixture
+def sigint_handled():
+    """Ctrl-C raises KeyboardInterrupt in the main thread, whatever this process inherited.
+
+    ``_thread.interrupt_main()`` does nothing when SIGINT is ignored, and a shell starts its
+    background jobs (``pytest &``) with SIGINT ignored.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_call_resumes(tmp_path, sigint_handled):
     table, x = vec_table(200)
     path = tmp_path / "v.parquet"
     pq.write_table(table, path, row_group_size=33)
@@ -334,6 +346,41 @@ def test_ctrl_c_stops_cleanly_and_the_same_call_resumes(tmp_path):
     # Resumed with another batch size: the run keeps its own.
     report = ingest(eng, path, "c", batch_size=64, payload_columns=["group"])
     assert report.resumed_from == done and report.rows == 200 - done
+    assert snapshot(eng.open_collection("c")) == snapshot(ref_eng.open_collection("c"))
+
+
+def test_ctrl_c_on_the_last_commit_is_an_interruption_too(tmp_path, sigint_handled):
+    # The last chunk's commit: the caller's thread has encoded everything and waits for the
+    # writer (or is about to); the Ctrl-C still ends as IngestInterrupted, never as a bare
+    # KeyboardInterrupt, and nothing is left running.
+    table, _ = vec_table(200)
+    path = tmp_path / "v.parquet"
+    pq.write_table(table, path, row_group_size=33)
+    ref_eng = Engine(tmp_path / "ref")
+    ingest(ref_eng, path, "c", batch_size=10, index="flat", payload_columns=["group"])
+    eng = Engine(tmp_path / "data")
+
+    def interrupt(report):
+        if report.rows == 200:
+            _thread.interrupt_main()
+
+    with pytest.raises(IngestInterrupted, match="after 200 input rows") as e:
+        ingest(
+            eng,
+            path,
+            "c",
+            batch_size=10,
+            index="flat",
+            payload_columns=["group"],
+            progress=interrupt,
+        )
+    assert e.value.report.rows == 200
+    col = eng.open_collection("c")
+    assert len(col) == 200 and col.marker["ingest"]["rows"] == 200
+    assert col.marker["ingest"]["done"] is False and col.durability != "none"
+    report = ingest(eng, path, "c", batch_size=10, payload_columns=["group"])
+    assert report.resumed_from == 200 and report.rows == 0 and not report.already_done
+    assert eng.open_collection("c").marker["ingest"]["done"] is True
     assert snapshot(eng.open_collection("c")) == snapshot(ref_eng.open_collection("c"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -354,10 +355,34 @@ def test_bad_request(stub, rpc, make, metadata, code, words):
     assert words in (info.value.details() or ""), info.value.details()
 
 
-def test_deadline_exceeded(stub):
-    with pytest.raises(grpc.RpcError) as info:
-        stub.Search(search(vec(1, 0, 0, 0)), metadata=GOOD, timeout=1e-6)
-    assert info.value.code() == C.DEADLINE_EXCEEDED
+def test_deadline_exceeded(start_server, monkeypatch):
+    # A deadline that passes while the search is held: the call can end no other way. (A tiny
+    # deadline alone races the server: on a loaded machine its answer could come back before
+    # the client's deadline timer fired.) Its own server, so the held search delays no other test.
+    srv = start_server(token=TOKEN, limits=LIMITS)
+    channel = grpc.insecure_channel(srv.address)
+    s = pb_grpc.VecDexStub(channel)
+    s.CreateCollection(pb.CreateCollectionRequest(name="vec", dim=4, index="flat"), metadata=GOOD)
+    col = srv.server.engine.open_collection("vec")  # the object the server searches
+    release = threading.Event()
+
+    def hold(search: Callable[..., Any]) -> Callable[..., Any]:
+        def held_search(*args: Any, **kwargs: Any) -> Any:
+            release.wait(30)
+            return search(*args, **kwargs)
+
+        return held_search
+
+    monkeypatch.setattr(col, "search", hold(col.search))  # without the micro-batcher
+    monkeypatch.setattr(col, "search_batch", hold(col.search_batch))  # with it
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            s.Search(search(vec(1, 0, 0, 0)), metadata=GOOD, timeout=0.2)
+    finally:
+        release.set()
+        channel.close()
+    # Expired while queued (the server's answer) or while searching (the client's timer).
+    assert info.value.code() == C.DEADLINE_EXCEEDED, info.value.details()
 
 
 def test_still_serving_after_bad_requests(stub):

@@ -7,6 +7,7 @@ rounding: the server answers single searches from batches).
 
 from __future__ import annotations
 
+import hnswlib
 import numpy as np
 import pytest
 
@@ -48,6 +49,20 @@ def assert_same_result(a, b):
     assert a.payloads == b.payloads
     for i in range(len(a)):
         assert_same_hits(a[i], b[i])
+
+
+@pytest.fixture(autouse=True)
+def serial_hnsw_builds(monkeypatch):
+    """hnswlib inserts with every core by default, and its graph then depends on how the threads
+    interleave: two sides given the same operations hold different graphs, whose approximate
+    answers may differ. One thread makes the graph a function of the operations, so an HNSW
+    collection's answers can be compared exactly like a flat one's (the server runs in-process)."""
+    add_items = hnswlib.Index.add_items
+
+    def serial(self, data, ids=None, num_threads=-1, replace_deleted=False):
+        return add_items(self, data, ids, 1, replace_deleted)
+
+    monkeypatch.setattr(hnswlib.Index, "add_items", serial)
 
 
 @pytest.fixture
