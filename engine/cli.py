@@ -62,7 +62,21 @@ def _info(args: argparse.Namespace) -> int:
         if run:
             status = "complete" if run["done"] else f"unfinished at row {run['rows']:,}"
             print(f"  last `vecdex index`: {run['input']} ({status})")
+        if d.get("memory"):
+            _memory_table(d["memory"])
     return 0
+
+
+def _memory_table(memory: dict[str, Any]) -> None:
+    """Bytes per component (index and lexical parts indented below them), RAM and disk."""
+    print(f"  {'component':<22}{'RAM':>12}{'disk':>12}")
+    ram = disk = 0
+    for name, c in memory.items():
+        print(f"  {name:<22}{_size(c['ram']):>12}{_size(c['disk']):>12}")
+        ram, disk = ram + c["ram"], disk + c["disk"]
+        for part, u in c.get("parts", {}).items():
+            print(f"    {part:<20}{_size(u['ram']):>12}{_size(u['disk']):>12}")
+    print(f"  {'total':<22}{_size(ram):>12}{_size(disk):>12}")
 
 
 def _pin_mmap_threshold() -> None:

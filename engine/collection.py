@@ -21,7 +21,7 @@ import index as ix
 from index import storage
 from index.lexical import BM25Index
 
-from . import checkpoint, encoding, locking, wal
+from . import checkpoint, encoding, locking, usage, wal
 from .checkpoint import FORMAT_VERSION as FORMAT_VERSION
 from .checkpoint import MANIFEST as MANIFEST
 from .checkpoint import READABLE_FORMATS as READABLE_FORMATS
@@ -103,6 +103,7 @@ class Collection(WriteMixin, SearchMixin):
         self.read_only = False
         self.closed = False
         self._files_in_use: set[str] = set()
+        self._usage_cache: dict[str, int] = {}  # the rows table's id bytes (``engine.usage``)
         self._durability = "fsync"
         self.checkpoint_bytes = CHECKPOINT_BYTES
         self.checkpoint_seconds: float | None = None
@@ -393,20 +394,41 @@ class Collection(WriteMixin, SearchMixin):
                     claim.release(self)
 
     def describe(self) -> dict[str, Any]:
-        """Name, config, count and bytes on disk, as ``vecdex info`` prints it."""
-        lexical = self._contents.lexical
-        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        """Name, config, count, bytes on disk and bytes per component, as ``vecdex info``
+        prints it.
+
+        ``memory`` maps each component to ``{"ram": bytes, "disk": bytes}``: ``vectors`` (or
+        ``tokens``), ``index``, ``ids``, ``payloads``, ``lexical`` (with a BM25 index), ``log``
+        and ``other``; ``index`` and ``lexical`` add ``parts``, the same per part of the index
+        (e.g. ``graph``, ``codes``, ``scores``). RAM is what this process holds (numpy arrays by
+        their used rows; memory-mapped arrays count 0, being disk-backed; Python dicts and sets
+        estimated from a sample); disk sums to ``bytes_on_disk``. See ``engine.usage``. Cheap
+        enough to call per request.
+
+        Example:
+            >>> col.describe()["memory"]["vectors"]
+            {'ram': 12, 'disk': 128}
+        """
+        with self._lock.read():
+            mem = usage.collection_memory(
+                self.path, self._generation, self._contents, self._usage_cache
+            )
+            count = len(self)
+            lexical = self._contents.lexical
+            lexical_count = len(lexical) if lexical is not None else 0
+        size = sum(c["disk"] for c in mem.values())
         return {
             "name": self.name,
             **self.config(),
             "multi_vector": self.multi_vector,
-            "count": len(self),
+            "count": count,
             **(
-                {"lexical_count": len(lexical), "fusion": self._fusion.to_dict()}
+                {"lexical_count": lexical_count, "fusion": self._fusion.to_dict()}
                 if lexical is not None
                 else {}
             ),
             "bytes_on_disk": size,
+            "memory": mem,
         }
 
 

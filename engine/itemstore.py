@@ -34,9 +34,14 @@ class ItemStore(ABC):
     """
 
     multi_vector: ClassVar[bool]
+    component: ClassVar[str]  # what ``describe()["memory"]`` calls the items
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
+
+    @abstractmethod
+    def ram_bytes(self) -> tuple[int, int]:
+        """RAM of ``(the items, their labels and tombstones)``; memory-mapped items count 0."""
 
     @abstractmethod
     def check(self, items: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -101,10 +106,14 @@ class VectorStore(ItemStore):
     """One float32 (dim,) vector per label (``index.labelmap.RowStore``)."""
 
     multi_vector = False
+    component = "vectors"
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.rows = RowStore(dim)
+
+    def ram_bytes(self) -> tuple[int, int]:
+        return self.rows.ram_bytes()
 
     def check(self, items: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         x = check_vectors(items, self.dim)
@@ -176,10 +185,14 @@ class TokenSetStore(ItemStore):
     the index keeps its own float16 copies)."""
 
     multi_vector = True
+    component = "tokens"
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.sets = TokenStore(dim, dtype=np.float32)
+
+    def ram_bytes(self) -> tuple[int, int]:
+        return self.sets.ram_bytes()
 
     def check(self, items: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         x, offsets = check_token_sets(items, self.dim, "vectors")

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from index import memory
+
 from . import filters
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -95,6 +97,13 @@ class PayloadStore:
                         f"but {old.type} in the collection"
                     ) from None
         return pa.unify_schemas([self.schema, new], promote_options="permissive")
+
+    def ram_bytes(self) -> int:
+        """The payload dicts (estimated from a sample, see ``index.memory``) plus the Arrow
+        table and filter masks cached for ``where`` searches."""
+        cached = self._table.nbytes if self._table is not None else 0
+        masks = sum(int(m.nbytes) for m in self._mask_cache.values())
+        return memory.values_ram(self.by_label) + int(cached) + masks
 
     def put(self, labels: np.ndarray, payloads: list[dict[str, Any]], schema: pa.Schema) -> None:
         pairs = zip(labels.tolist(), payloads, strict=True)

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 
+from . import memory, storage
 from . import spec as _spec
-from . import storage
 from .metric import Metric, prepare
 from .validate import allowed_array, check_k, check_labels, check_vectors
 
@@ -74,6 +74,9 @@ class BaseIndex(ABC, Generic[Batch]):
     # exactly instead of through the approximate structure (which would starve on it).
     exact_filter_max: ClassVar[int] = 2048
     exact_filter_fraction: ClassVar[float] = 0.02
+    # The files a kind saves -> the part of ``memory_usage`` they belong to (``index.json``:
+    # "manifest"; any other: "other").
+    file_parts: ClassVar[dict[str, str]] = {}
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
@@ -185,6 +188,32 @@ class BaseIndex(ABC, Generic[Batch]):
         if len(self) == 0:
             return empty_result(m, k)
         return self._search(q, k, allow, **params)
+
+    # ---- accounting --------------------------------------------------------------------------
+    def memory_usage(self, directory: str | Path | None = None) -> memory.Parts:
+        """Bytes per part of the index, in RAM and on disk: ``{part: {"ram": B, "disk": B}}``.
+
+        RAM: what the process holds for each part now (numpy arrays by their used rows; a
+        memory-mapped array counts 0, being disk-backed pages; Python sets and dicts estimated
+        from ``sys.getsizeof`` over a sample; see ``index.memory``). Copies a scoring kernel
+        keeps on a GPU are not counted. Disk: the sizes of the files in ``directory`` (a saved
+        index, e.g. a collection checkpoint's ``index.G/``), by the part each belongs to; 0 when
+        no directory is given. Cheap: no file is read, no large structure walked.
+
+        Example:
+            >>> FlatIndex(dim=4).memory_usage()["vectors"]
+            {'ram': 0, 'disk': 0}
+        """
+        where = Path(directory) if directory is not None else None
+        return memory.combine(self._ram_parts(), memory.disk_parts(where, self._file_part))
+
+    def _ram_parts(self) -> dict[str, int]:
+        """RAM bytes per part (see ``memory_usage``)."""
+        return {}
+
+    def _file_part(self, name: str) -> str:
+        """The part a saved file (its path relative to the index directory) belongs to."""
+        return self.file_parts.get(name, "manifest" if name == MANIFEST else "other")
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

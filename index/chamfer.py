@@ -30,6 +30,15 @@ class ChamferIndex(MultiVectorIndex):
         super().__init__(dim, metric, **params)
         self._cache: tuple[int, torch.Tensor] | None = None
 
+    def _ram_parts(self) -> dict[str, int]:
+        """The token store's parts and cache: the float32 copy of every token kept for
+        scoring on the CPU (on a GPU it is device memory, not counted)."""
+        parts = super()._ram_parts()
+        cache = self._cache
+        if cache is not None and cache[1].device.type == "cpu":
+            parts["cache"] = cache[1].numel() * cache[1].element_size()
+        return parts
+
     def _device_tokens(self) -> torch.Tensor:
         """All stored tokens on the scoring device (float32 on the CPU, float16 on CUDA), kept
         between searches: converting float16 on every query would cost as much as scoring."""

@@ -28,6 +28,7 @@ class FlatIndex(Index):
     """
 
     kind = "flat"
+    file_parts = {"vectors.npy": "vectors", "labels.npy": "labels"}
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         super().__init__(dim, metric, **params)
@@ -50,6 +51,12 @@ class FlatIndex(Index):
 
     def reserve(self, n: int) -> None:
         self._store.reserve(int(n))
+
+    def _ram_parts(self) -> dict[str, int]:
+        """vectors: the index's own float32 rows; labels: their labels and tombstones (the
+        scoring tensor shares the rows' memory on the CPU)."""
+        vectors, labels = self._store.ram_bytes()
+        return {"vectors": vectors, "labels": labels}
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         self._store.append(x, labels)

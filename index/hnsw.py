@@ -10,7 +10,7 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from . import storage
+from . import memory, storage
 from .base import Index
 from .hnsw_format import check_hnsw_file
 from .metric import Metric
@@ -18,6 +18,11 @@ from .validate import check_labels
 
 _SPACE = {Metric.COSINE: "ip", Metric.IP: "ip", Metric.L2: "l2"}
 _INITIAL_CAPACITY = 1024
+# What hnswlib allocates beside its serialized data (hnswalg.h, 64-bit Linux): per slot of the
+# capacity a link-list pointer, a level and a std::mutex; per element a label -> slot hash-map
+# node and bucket.
+_SLOT_BYTES = 8 + 4 + 40
+_ELEMENT_BYTES = 40
 
 
 class HNSWIndex(Index):
@@ -30,6 +35,7 @@ class HNSWIndex(Index):
     """
 
     kind = "hnsw"
+    file_parts = {"graph.bin": "graph", "labels.npy": "labels"}
     config_keys = {"M": 16, "ef_construction": 200, "ef": 64}
     search_keys = ("ef",)
 
@@ -73,6 +79,21 @@ class HNSWIndex(Index):
         with self._lock:
             if n > self._g.get_max_elements():
                 self._g.resize_index(int(n))
+
+    def _ram_parts(self) -> dict[str, int]:
+        """graph: hnswlib's own size of its data (``index_file_size``: every element's vector,
+        level-0 links and label, plus upper-level links; deleted elements included), plus the
+        bookkeeping it allocates per slot of the capacity and per element (``_SLOT_BYTES``,
+        ``_ELEMENT_BYTES``); labels: the live and removed label sets (Python ints)."""
+        with self._lock:
+            g = self._g
+            graph = (
+                g.index_file_size()
+                + g.get_max_elements() * _SLOT_BYTES
+                + g.element_count * _ELEMENT_BYTES
+            )
+        labels = memory.int_container_ram(self._live) + memory.int_container_ram(self._ghosts)
+        return {"graph": graph, "labels": labels}
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         with self._lock:

@@ -40,6 +40,17 @@ def inner_fields(directory: Path) -> dict[str, Any]:
     return {"inner_manifest_sha256": storage.sha256_file(directory / INNER_DIR / MANIFEST)}
 
 
+def inner_ram(inner: Index) -> dict[str, int]:
+    """The inner index's RAM parts, prefixed ``inner_``."""
+    return {f"inner_{k}": v["ram"] for k, v in inner.memory_usage().items()}
+
+
+def inner_file_part(inner: Index, name: str) -> str | None:
+    """The part of a file in ``inner/`` (prefixed ``inner_``), or None for a file outside it."""
+    head, _, rest = name.partition("/")
+    return f"inner_{inner._file_part(rest)}" if head == INNER_DIR and rest else None
+
+
 def load_inner(directory: Path, manifest: dict[str, Any], klass: type[Index]) -> Index:
     """Opens the inner single-vector index after checking its manifest against ours."""
     ipath = directory / INNER_DIR / MANIFEST

@@ -30,6 +30,8 @@ _TRAINED_FILES = ("centroids.npy", "list_sizes.npy", "ids.npy", "codes.npy", "pq
 
 TRAIN_POINTS_PER_CENTROID = 39  # faiss' own floor for k-means
 MAX_TRAIN_POINTS_PER_CENTROID = 256
+# faiss' id -> list entry map (DirectMap.Hashtable: a std::unordered_map node and bucket per id).
+_DIRECT_MAP_BYTES = 40
 
 
 def _gpu_count() -> int:
@@ -47,6 +49,15 @@ class IVFIndex(Index):
     """
 
     kind = "ivf"
+    file_parts = {
+        "buffer.npy": "buffer",
+        "labels.npy": "labels",
+        "centroids.npy": "centroids",
+        "list_sizes.npy": "lists",
+        "ids.npy": "lists",
+        "codes.npy": "codes",
+        "pq_centroids.npy": "codebooks",
+    }
     config_keys = {"nlist": 256, "nprobe": 16, "pq": 0, "nbits": 8}
     search_keys = ("nprobe",)
 
@@ -116,6 +127,31 @@ class IVFIndex(Index):
         if not self.trained:
             return self._buffer.x[self._buffer.row_of(labels)]
         return self._faiss.reconstruct_batch(np.ascontiguousarray(labels, dtype=np.int64))
+
+    def _ram_parts(self) -> dict[str, int]:
+        """Untrained: buffer (the exact float32 rows) and labels. Trained, from faiss' arrays:
+        centroids (the coarse quantizer), codes (the inverted lists' codes: raw vectors for
+        IVF-Flat, ``pq`` bytes a vector for IVF-PQ), lists (their ids and faiss' id map),
+        codebooks (PQ centroids and the precomputed distance table), labels. List capacity
+        beyond the entries is not counted."""
+        with self._lock:
+            if not self.trained:
+                buffer, labels = self._buffer.ram_bytes()
+                return {"buffer": buffer, "labels": labels}
+            ix = self._faiss
+            n = int(ix.ntotal)
+            parts = {
+                "centroids": self.params["nlist"] * self.dim * 4,
+                "codes": n * int(ix.code_size),
+                "lists": n * (8 + _DIRECT_MAP_BYTES),
+                "labels": self._live.ram_bytes()[1],
+            }
+            if self.params["pq"]:
+                pq = ix.pq
+                parts["codebooks"] = int(pq.M * pq.ksub * pq.dsub * 4) + int(
+                    ix.precomputed_table.size() * 4
+                )
+            return parts
 
     # ---- mutation ----------------------------------------------------------------------------
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:

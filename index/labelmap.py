@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import memory
+
 
 class RowStore:
     """Growable float32 rows with labels, tombstones for removals, compaction when sparse.
@@ -53,6 +55,13 @@ class RowStore:
 
     def live_labels(self) -> np.ndarray:
         return self.lab[: self.n][self.alive[: self.n]]
+
+    def ram_bytes(self) -> tuple[int, int]:
+        """RAM of ``(the used rows, their labels and tombstones)`` (see ``index.memory``)."""
+        book = self.n * (self.lab.itemsize + self.alive.itemsize)
+        if self.rows is not None:
+            book += memory.int_container_ram(self.rows)
+        return memory.array_ram(self.x, self.n), book
 
     def has_dead(self) -> bool:
         return self.live_count < self.n

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import storage
+from . import memory, storage
 
 FORMAT_VERSION = 1
 MANIFEST = "lexical.json"
@@ -45,6 +45,19 @@ _ARRAYS = {  # file -> (dtype, ndim)
     "scores.data.npy": (np.float32, 1),
     "scores.indices.npy": (np.int32, 1),
     "scores.indptr.npy": (np.int64, 1),
+}
+
+
+# Saved files -> the part of ``memory_usage`` they belong to.
+_FILE_PARTS = {
+    "vocab.json": "vocabulary",
+    "terms.npy": "documents",
+    "offsets.npy": "documents",
+    "labels.npy": "documents",
+    "scores.data.npy": "scores",
+    "scores.indices.npy": "scores",
+    "scores.indptr.npy": "scores",
+    MANIFEST: "manifest",
 }
 
 
@@ -111,6 +124,37 @@ class BM25Index:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"BM25Index({args}, n={len(self)})"
+
+    def memory_usage(self, directory: str | Path | None = None) -> memory.Parts:
+        """Bytes per part in RAM and on disk: ``{part: {"ram": B, "disk": B}}``.
+
+        documents: every row's term ids, start, length, label and tombstone, and the live
+        document frequencies; scores: the bm25s score matrix (CSC data, indices, pointers);
+        vocabulary: the tokenizer's dicts (word -> id; with a stemmer also word -> stem and
+        stem -> id), estimated from a sample of their keys (see ``index.memory``). Disk: the
+        files in ``directory`` (a saved index) by part.
+        """
+        rows = self._n * (8 + 8 + 8 + 1)
+        ram = {
+            "documents": self._n_terms * self._terms.itemsize + rows + int(self._df.nbytes),
+            "vocabulary": self._vocabulary_ram(),
+        }
+        if self._bm25 is not None:
+            s = self._bm25.scores
+            ram["scores"] = sum(int(s[k].nbytes) for k in ("data", "indices", "indptr"))
+        where = Path(directory) if directory is not None else None
+        disk = memory.disk_parts(where, lambda name: _FILE_PARTS.get(name, "other"))
+        return memory.combine(ram, disk)
+
+    def _vocabulary_ram(self) -> int:
+        tok = self._tokenizer
+        total = 0
+        # word -> stem values are the stem -> id keys: counted once, there.
+        for name, value in (("word_to_id", None), ("stem_to_sid", None), ("word_to_stem", 0)):
+            d = getattr(tok, name, None)
+            if isinstance(d, dict) and d:
+                total += memory.str_key_ram(d) if value is None else memory.str_key_ram(d, value)
+        return total
 
     # ---- writes ------------------------------------------------------------------------------
     def tokenize_documents(self, texts: list[str]) -> list[list[int]]:

@@ -56,6 +56,7 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
 
     multi_vector = True
     item_name = "documents"
+    file_parts = {"tokens.npy": "tokens", "offsets.npy": "tokens", "labels.npy": "labels"}
     # An allowed set at most this large is scored exactly (Chamfer over the subset).
     exact_filter_max: ClassVar[int] = 1024
     exact_filter_fraction: ClassVar[float] = 0.0
@@ -81,6 +82,13 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
     def num_tokens(self) -> int:
         """Tokens stored for live documents."""
         return self._store.n_tokens - self._store.dead_tokens
+
+    def _ram_parts(self) -> dict[str, int]:
+        """tokens: the float16 token store with its offsets (0 for tokens still memory-mapped
+        from the saved file); labels: labels, tombstones and the label -> row map. Kinds add
+        theirs."""
+        tokens, labels = self._store.ram_bytes()
+        return {"tokens": tokens, "labels": labels}
 
     def _prepare(self, tokens: np.ndarray) -> np.ndarray:
         return normalize_rows(tokens) if self.metric is Metric.COSINE else tokens

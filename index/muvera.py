@@ -12,7 +12,15 @@ from . import storage
 from .base import Index
 from .carving import ball_carve
 from .fde import FDE
-from .inner import INNER_DIR, inner_fields, load_inner, new_inner, split_inner
+from .inner import (
+    INNER_DIR,
+    inner_fields,
+    inner_file_part,
+    inner_ram,
+    load_inner,
+    new_inner,
+    split_inner,
+)
 from .metric import Metric
 from .multivector import MultiVectorIndex, TokenSets
 from .tokens import check_token_sets, save_npy_replace
@@ -50,6 +58,10 @@ class MuveraIndex(MultiVectorIndex):
     """
 
     kind = "muvera"
+    file_parts: ClassVar[dict[str, str]] = {
+        **MultiVectorIndex.file_parts,
+        **{name: "fde" for name in _MATRIX_FILES.values()},
+    }
     config_keys: ClassVar[dict[str, Any]] = {
         "k_sim": 5,
         "d_proj": 16,
@@ -97,6 +109,16 @@ class MuveraIndex(MultiVectorIndex):
         """Document FDEs (n, out_dim) of a list of token sets (prepared as ``add`` does)."""
         d, d_off = check_token_sets(documents, self.dim, "documents")
         return self.fde.encode_documents(self._prepare(d), d_off)
+
+    # ---- accounting --------------------------------------------------------------------------
+    def _ram_parts(self) -> dict[str, int]:
+        """The token store's parts, fde (the FDE random matrices) and the inner index's parts
+        prefixed ``inner_`` (its document FDEs)."""
+        fde = sum(int(a.nbytes) for a in self.fde.matrices.values())
+        return {**super()._ram_parts(), "fde": fde, **inner_ram(self._inner)}
+
+    def _file_part(self, name: str) -> str:
+        return inner_file_part(self._inner, name) or super()._file_part(name)
 
     # ---- protocol hooks ----------------------------------------------------------------------
     def _add_extra(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:

@@ -9,8 +9,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import storage
-from .inner import INNER_DIR, inner_fields, load_inner, new_inner, split_inner
+from . import memory, storage
+from .inner import (
+    INNER_DIR,
+    inner_fields,
+    inner_file_part,
+    inner_ram,
+    load_inner,
+    new_inner,
+    split_inner,
+)
 from .metric import Metric
 from .multivector import MultiVectorIndex, TokenSets
 from .ragged import ragged_arange
@@ -40,6 +48,10 @@ class TokenANNIndex(MultiVectorIndex):
     """
 
     kind = "token_ann"
+    file_parts: ClassVar[dict[str, str]] = {
+        **MultiVectorIndex.file_parts,
+        "token_ids.npy": "token_ids",
+    }
     config_keys: ClassVar[dict[str, Any]] = {"k_tokens": 10, "inner": "flat"}
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
@@ -57,6 +69,16 @@ class TokenANNIndex(MultiVectorIndex):
         self._first_lab = np.empty(0, dtype=np.int64)
         self._first_of: dict[int, int] = {}
         self._next_id = 0
+
+    def _ram_parts(self) -> dict[str, int]:
+        """The token store's parts, token_ids (each document's first token id) and the inner
+        index's parts prefixed ``inner_`` (its copy of every token)."""
+        ids = self._first.nbytes + self._first_lab.nbytes
+        ids += memory.int_container_ram(self._first_of)
+        return {**super()._ram_parts(), "token_ids": ids, **inner_ram(self._inner)}
+
+    def _file_part(self, name: str) -> str:
+        return inner_file_part(self._inner, name) or super()._file_part(name)
 
     def _add_extra(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:
         ids = self._next_id + np.arange(tokens.shape[0], dtype=np.int64)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import storage
+from . import memory, storage
 from .carving import ball_carve as ball_carve  # re-exported: MUVERA's, formerly defined here
 from .ragged import offsets_of as offsets_of
 from .ragged import ragged_arange as ragged_arange
@@ -126,6 +126,12 @@ class TokenStore:
 
     def live_labels(self) -> np.ndarray:
         return self.lab[: self.n][self.alive[: self.n]]
+
+    def ram_bytes(self) -> tuple[int, int]:
+        """RAM of ``(the tokens and their offsets, the labels, tombstones and label -> row map)``;
+        memory-mapped tokens count 0 (see ``index.memory``)."""
+        tokens = memory.array_ram(self.tokens, self.n_tokens) + (self.n + 1) * 8
+        return tokens, self.n * 9 + memory.int_container_ram(self.rows)
 
     def has_dead(self) -> bool:
         return len(self.rows) < self.n

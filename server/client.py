@@ -42,6 +42,7 @@ from .convert import (
     fusion_from,
     hits_from,
     lexical_options,
+    memory_from,
     record_from,
     result_from,
     set_lexical_options,
@@ -277,7 +278,8 @@ class RemoteCollection:
         return _config(self._client._describe(self.name))
 
     def describe(self) -> dict[str, Any]:
-        """Name, config, count and bytes on disk (see ``Collection.describe``)."""
+        """Name, config, count, bytes on disk and bytes per component in the server's RAM and
+        on its disk (see ``Collection.describe``)."""
         info = self._client._describe(self.name)
         out = {
             "name": info.name,
@@ -288,6 +290,7 @@ class RemoteCollection:
         if info.lexical:
             out.update(lexical_count=info.lexical_count, fusion=fusion_from(info.fusion).to_dict())
         out["bytes_on_disk"] = info.bytes_on_disk
+        out["memory"] = memory_from(info)
         return out
 
     def set_fusion(

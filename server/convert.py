@@ -260,3 +260,43 @@ def fusion_args(msg: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"fusion": msg.fusion} if msg.fusion else {}
     out.update({f: getattr(msg, f) for f in ("weight", "rrf_k", "depth") if msg.HasField(f)})
     return out
+
+
+# ---- bytes per component ------------------------------------------------------------------------
+def set_memory(info: pb.CollectionInfo, memory: Mapping[str, Any]) -> None:
+    """Fills ``ram_bytes`` / ``disk_bytes`` from ``describe()["memory"]`` (parts as
+    ``component.part``)."""
+    for name, c in memory.items():
+        info.ram_bytes[name], info.disk_bytes[name] = int(c["ram"]), int(c["disk"])
+        for part, u in c.get("parts", {}).items():
+            key = f"{name}.{part}"
+            info.ram_bytes[key], info.disk_bytes[key] = int(u["ram"]), int(u["disk"])
+
+
+# The order ``Collection.describe`` lists components in.
+COMPONENTS = ("vectors", "tokens", "index", "ids", "payloads", "lexical", "log", "other")
+
+
+def memory_from(info: pb.CollectionInfo) -> dict[str, Any]:
+    """``describe()["memory"]`` from a CollectionInfo's ``ram_bytes`` / ``disk_bytes``."""
+    keys = set(info.ram_bytes) | set(info.disk_bytes)
+    top = [k for k in keys if "." not in k]
+    order = {name: i for i, name in enumerate(COMPONENTS)}
+    out: dict[str, Any] = {}
+    for name in sorted(top, key=lambda k: (order.get(k, len(order)), k)):
+        c: dict[str, Any] = {
+            "ram": info.ram_bytes.get(name, 0),
+            "disk": info.disk_bytes.get(name, 0),
+        }
+        prefix = name + "."
+        parts = sorted(k[len(prefix) :] for k in keys if k.startswith(prefix))
+        if parts:
+            c["parts"] = {
+                p: {
+                    "ram": info.ram_bytes.get(prefix + p, 0),
+                    "disk": info.disk_bytes.get(prefix + p, 0),
+                }
+                for p in parts
+            }
+        out[name] = c
+    return out

@@ -52,6 +52,7 @@ from .convert import (
     parse_query,
     record_message,
     set_lexical_options,
+    set_memory,
     struct_to_dict,
     too_big,
 )
@@ -297,6 +298,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             set_lexical_options(info.lexical_options, d["lexical"])
         fusion = Fusion.from_dict(d["fusion"]) if d.get("fusion") else Fusion()
         fusion_message(fusion, info.fusion)
+        set_memory(info, d.get("memory") or {})
         return info
 
     # ---- collections -----------------------------------------------------------------------

@@ -78,7 +78,21 @@ class Fusion(_message.Message):
     def __init__(self, method: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk", "lexical", "lexical_options", "text_field", "fusion", "lexical_count", "multi_vector")
+    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk", "lexical", "lexical_options", "text_field", "fusion", "lexical_count", "multi_vector", "ram_bytes", "disk_bytes")
+    class RamBytesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class DiskBytesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +106,8 @@ class CollectionInfo(_message.Message):
     FUSION_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     MULTI_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
@@ -105,7 +121,9 @@ class CollectionInfo(_message.Message):
     fusion: Fusion
     lexical_count: int
     multi_vector: bool
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., lexical_count: _Optional[int] = ..., multi_vector: _Optional[bool] = ...) -> None: ...
+    ram_bytes: _containers.ScalarMap[str, int]
+    disk_bytes: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., lexical_count: _Optional[int] = ..., multi_vector: _Optional[bool] = ..., ram_bytes: _Optional[_Mapping[str, int]] = ..., disk_bytes: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DropCollectionRequest(_message.Message):
     __slots__ = ("name",)
