@@ -157,3 +157,19 @@ def _minmax(s: np.ndarray) -> np.ndarray:
         return s
     lo, hi = s.min(), s.max()
     return np.ones_like(s) if hi == lo else (s - lo) / (hi - lo)
+
+
+def fusion_for(
+    mode: str, fusion: Any, weight: Any, rrf_k: Any, depth: Any, *, base: Fusion | None = None
+) -> Fusion | None:
+    """The checked Fusion of a ``mode="hybrid"`` search (the given values over ``base``'s);
+    None for other modes, which take no fusion arguments.
+
+    Raises:
+        ValueError: an unknown mode, a bad fusion value, or fusion arguments outside hybrid.
+    """
+    if check_mode(mode) == "hybrid":
+        return Fusion.make(fusion, weight, rrf_k, depth, base=base)
+    if any(a is not None for a in (fusion, weight, rrf_k, depth)):
+        raise ValueError("fusion, weight, rrf_k and depth apply to mode='hybrid' only")
+    return None

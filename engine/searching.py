@@ -11,7 +11,7 @@ from index.validate import check_k
 
 from . import locking
 from .contents import Contents
-from .fusion import Fusion, check_mode
+from .fusion import Fusion, check_mode, fusion_for
 from .results import Hit, SearchResult
 
 
@@ -86,7 +86,8 @@ class SearchMixin:
         """
         if mode != "dense":
             mode = check_mode(mode)  # "DENSE", " dense" are dense too
-        if mode != "dense" or text is not None or fusion is not None or weight is not None:
+        # Anything beyond a plain dense query takes the modes path (which refuses what is wrong).
+        if mode != "dense" or text is not None or _given(fusion, weight, rrf_k, depth):
             res = self._search_modes(
                 vector,
                 [text] if text is not None else None,
@@ -98,8 +99,6 @@ class SearchMixin:
                 params=params,
             )
             return res[0]
-        if rrf_k is not None or depth is not None:
-            _no_fusion(fusion, weight, rrf_k, depth)
         q = self._contents.items.query(self._query_vectors(vector, batch=False))
         k = check_k(k)
         with self._lock.read():
@@ -128,7 +127,7 @@ class SearchMixin:
         query vectors) and the fusion arguments are those of ``search``."""
         if mode != "dense":
             mode = check_mode(mode)
-        if mode != "dense" or texts is not None or fusion is not None or weight is not None:
+        if mode != "dense" or texts is not None or _given(fusion, weight, rrf_k, depth):
             return self._search_modes(
                 vectors,
                 texts,
@@ -139,8 +138,6 @@ class SearchMixin:
                 fusion=self._fusion_for(mode, fusion, weight, rrf_k, depth),
                 params=params,
             )
-        if rrf_k is not None or depth is not None:
-            _no_fusion(fusion, weight, rrf_k, depth)
         q = self._contents.items.queries(self._query_vectors(vectors, batch=True))
         k = check_k(k)
         with self._lock.read():
@@ -193,9 +190,9 @@ class SearchMixin:
             raise ValueError("a lexical search takes a query text, not a vector")
         q: Any = None
         if mode == "hybrid":
-            q = self._query_vectors(queries, batch=batch) if queries is not None else None
-            if q is None:
+            if queries is None:
                 raise ValueError("a hybrid search needs a query vector or a text to encode")
+            q = self._query_vectors(queries, batch=batch)
             items = self._contents.items
             q = items.queries(q) if batch else items.query(q, hybrid=True)
             n = len(q) if items.multi_vector else q.shape[0]
@@ -219,10 +216,7 @@ class SearchMixin:
     def _fusion_for(
         self, mode: str, fusion: Any, weight: Any, rrf_k: Any, depth: Any
     ) -> Fusion | None:
-        if check_mode(mode) == "hybrid":
-            return Fusion.make(fusion, weight, rrf_k, depth, base=self._fusion)
-        _no_fusion(fusion, weight, rrf_k, depth)
-        return None
+        return fusion_for(mode, fusion, weight, rrf_k, depth, base=self._fusion)
 
 
 def _are_texts(queries: Any, batch: bool) -> bool:
@@ -231,7 +225,5 @@ def _are_texts(queries: Any, batch: bool) -> bool:
     return isinstance(queries, (list, tuple)) and bool(queries) and isinstance(queries[0], str)
 
 
-def _no_fusion(*given: Any) -> None:
-    """Fusion arguments belong to hybrid searches; anywhere else they are a mistake."""
-    if any(g is not None for g in given):
-        raise ValueError("fusion, weight, rrf_k and depth apply to mode='hybrid' only")
+def _given(*args: Any) -> bool:
+    return any(a is not None for a in args)

@@ -267,13 +267,20 @@ class BM25Index:
             )
         else:
             flat = np.empty(0, dtype=np.int32)
-        self._install(flat, lengths, self._labels[keep].copy())
         self._bm25 = _build(flat, lengths, self.vocab_size, self.config) if keep.size else None
+        self._install(flat, lengths, self._labels[keep].copy(), self._base_df())
         self._n_base = keep.size
         self.dirty = False
 
-    def _install(self, flat: np.ndarray, lengths: np.ndarray, labels: np.ndarray) -> None:
-        """Makes the given documents the whole row space (all alive), statistics recounted."""
+    def _base_df(self) -> np.ndarray | None:
+        """Document frequencies of the base matrix (a term's column length), if there is one."""
+        return None if self._bm25 is None else np.diff(self._bm25.scores["indptr"])
+
+    def _install(
+        self, flat: np.ndarray, lengths: np.ndarray, labels: np.ndarray, df: np.ndarray | None
+    ) -> None:
+        """Makes the given documents the whole row space (all alive), with their document
+        frequencies ``df`` when the caller has them (else they are recounted)."""
         n = labels.size
         self._terms = np.ascontiguousarray(flat, dtype=np.int32)
         self._n_terms = flat.size
@@ -284,6 +291,10 @@ class BM25Index:
         self._labels = labels
         self._alive = np.ones(n, dtype=bool)
         self._n = n
+        if df is not None:
+            self._df = df.astype(np.int64)
+            self._live, self._live_tokens = n, int(self._length.sum())
+            return
         self._df = np.zeros(0, dtype=np.int64)
         self._live = self._live_tokens = 0
         self._count(self._terms, self._length, +1)
@@ -433,7 +444,7 @@ class BM25Index:
         _check_arrays(d, a, count, n_vocab)
         idx._set_vocab(terms)
         lengths = np.diff(a["offsets.npy"])
-        idx._install(a["terms.npy"], lengths, a["labels.npy"])
+        idx._install(a["terms.npy"], lengths, a["labels.npy"], None)  # recounted: no trust in files
         if count:
             import bm25s
 

@@ -35,7 +35,7 @@ from engine import (
 )
 from engine.collection import check_ids
 from engine.engine import lexical_config
-from engine.fusion import check_mode
+from engine.fusion import check_mode, fusion_for
 
 from .convert import (
     dict_to_struct,
@@ -53,7 +53,6 @@ from .pb import vecdex_pb2 as pb
 from .pb import vecdex_pb2_grpc as pb_grpc
 
 # Collection.search's words for fusion arguments outside hybrid mode (tests compare the two).
-HYBRID_ONLY = "fusion, weight, rrf_k and depth apply to mode='hybrid' only"
 
 
 class RequestError(ValueError):
@@ -505,10 +504,7 @@ def _set_fusion_args(req: Any, fusion: Any, weight: Any, rrf_k: Any, depth: Any)
 def _set_mode(req: Any, mode: Any, fusion: Any, weight: Any, rrf_k: Any, depth: Any) -> None:
     """The mode and fusion fields of a search request, checked in the engine's order and words."""
     mode = check_mode(mode)
-    if mode == "hybrid":
-        Fusion.make(fusion, weight, rrf_k, depth)
-    elif any(a is not None for a in (fusion, weight, rrf_k, depth)):
-        raise ValueError(HYBRID_ONLY)
+    fusion_for(mode, fusion, weight, rrf_k, depth)  # the engine's checks, before the wire
     if mode != "dense":
         req.mode = mode
     _set_fusion_args(req, fusion, weight, rrf_k, depth)
