@@ -94,6 +94,7 @@ def write(
     if index_dir.exists():
         shutil.rmtree(index_dir)
     with exclusive:
+        contents.items.adopt(path, gen, labels)
         contents.index.save(index_dir)
         if lexical is not None:
             # Rebuilt over the live documents: statistics exact again from here on.

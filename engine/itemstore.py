@@ -6,7 +6,8 @@ difference: how a write's items are checked, what the index takes, how a query i
 ``get`` returns and which files a checkpoint holds. ``Collection`` talks to ``ItemStore`` only.
 
 Files of generation G (the rest of the checkpoint is ``engine.checkpoint``'s):
-- vectors: ``vectors.G.npy``, float32 (n, d), rows in the order of the rows table;
+- vectors: ``vectors.G.npy``, float32 (n, d), rows in the order of the rows table, memory-mapped
+  once written or read (only writes since the last checkpoint are held in RAM);
 - token sets: ``tokens.G.npy``, float32 (T, d), every set's tokens in row order, with
   ``offsets.G.npy``, int64 (n + 1,): set i is ``tokens[offsets[i]:offsets[i + 1]]``.
 """
@@ -87,6 +88,11 @@ class ItemStore(ABC):
         """Writes the live items as generation ``gen`` in ``path`` without compacting (searches
         may be reading): ``(file names, labels in row order)``."""
 
+    def adopt(self, path: Path, gen: int, labels: np.ndarray) -> None:
+        """Serves the items from the files ``save`` just wrote (nothing changed since; called
+        with readers kept out), so that RAM holds only later writes. The default keeps them."""
+        return None
+
     @abstractmethod
     def read(self, path: Path, gen: int, count: int) -> tuple[np.ndarray, ...]:
         """Generation ``gen``'s files, checked against ``count`` items; errors name the file."""
@@ -131,7 +137,7 @@ class VectorStore(ItemStore):
         self.rows.remove(labels)
 
     def get(self, label: int) -> np.ndarray:
-        return self.rows.x[self.rows.row_of(np.array([label]))[0]].copy()
+        return self.rows.get(np.array([label]))[0]
 
     def live_labels(self) -> np.ndarray:
         return self.rows.live_labels()
@@ -157,24 +163,22 @@ class VectorStore(ItemStore):
         return (f"vectors.{gen}.npy",)
 
     def save(self, path: Path, gen: int) -> tuple[tuple[str, ...], np.ndarray]:
-        v = self.rows
-        x, labels = v.x[: v.n], v.lab[: v.n]
-        if v.has_dead():
-            keep = v.alive[: v.n]
-            x, labels = x[keep], labels[keep]
         names = self.files(gen)
-        storage.save_npy(path / names[0], x)
-        return names, labels
+        return names, self.rows.write(path / names[0])
+
+    def adopt(self, path: Path, gen: int, labels: np.ndarray) -> None:
+        """Serves the rows from the file ``save`` wrote: a memory map (RAM keeps later writes)."""
+        self.rows.remap(path / self.files(gen)[0], labels)
 
     def read(self, path: Path, gen: int, count: int) -> tuple[np.ndarray, ...]:
-        """``vectors.G.npy``, copied into memory."""
+        """``vectors.G.npy``, memory-mapped (rows are read through the page cache)."""
         vpath = path / self.files(gen)[0]
         x = storage.load_npy(vpath, np.float32, 2, mmap=True)
         if x.shape != (count, self.dim):
             raise storage.CorruptFileError(
                 vpath, f"shape {x.shape}, manifest says ({count}, {self.dim})"
             )
-        return (np.array(x),)
+        return (x,)
 
     def install(self, arrays: tuple[np.ndarray, ...], labels: np.ndarray) -> None:
         self.rows.load(arrays[0], labels)
@@ -237,11 +241,15 @@ class TokenSetStore(ItemStore):
         return f"tokens.{gen}.npy", f"offsets.{gen}.npy"
 
     def save(self, path: Path, gen: int) -> tuple[tuple[str, ...], np.ndarray]:
-        tokens, offsets, labels = self.sets.live()
+        """Writes the live sets in bounded chunks (the memory-mapped ones are never copied
+        into RAM as a whole)."""
         names = self.files(gen)
-        storage.save_npy(path / names[0], np.asarray(tokens, dtype=np.float32))
-        storage.save_npy(path / names[1], np.asarray(offsets, dtype=np.int64))
-        return names, labels
+        return names, self.sets.write(path / names[0], path / names[1])
+
+    def adopt(self, path: Path, gen: int, labels: np.ndarray) -> None:
+        """Serves the sets from the tokens file ``save`` wrote: a memory map (RAM keeps the
+        sets written after this checkpoint)."""
+        self.sets.remap(path / self.files(gen)[0], labels)
 
     def read(self, path: Path, gen: int, count: int) -> tuple[np.ndarray, ...]:
         """``(tokens (T, dim) float32 memory-mapped, offsets (count + 1,))``, checked."""

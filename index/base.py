@@ -33,6 +33,21 @@ def empty_result(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
 
 
+def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of several ``(scores (m, k_i), labels (m, k_i))`` results per query, best
+    first (e.g. one per segment of a store); -1 / -inf padding sorts last."""
+    if len(parts) == 1 and parts[0][0].shape[1] == k:
+        return parts[0]
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    labels = np.concatenate([p[1] for p in parts], axis=1)
+    out_s, out_l = empty_result(scores.shape[0], k)
+    kk = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    out_s[:, :kk] = np.take_along_axis(scores, order, 1)
+    out_l[:, :kk] = np.take_along_axis(labels, order, 1)
+    return out_s, out_l
+
+
 def library_versions() -> dict[str, str]:
     import faiss
     import hnswlib

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import storage
-from .base import Index
+from .base import Index, empty_result, merge_topk
 from .labelmap import RowStore
 from .metric import Metric
 from .validate import check_labels
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 class FlatIndex(Index):
     """Brute-force top-k with the torch scoring kernels (CUDA float16 when present).
+
+    After ``save`` or ``load`` the rows are a read-only memory map of ``vectors.npy`` (searches
+    read them through the page cache); rows added since live in RAM until the next save.
 
     Example:
         >>> idx = FlatIndex(dim=4, metric="ip")
@@ -33,9 +36,9 @@ class FlatIndex(Index):
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         super().__init__(dim, metric, **params)
         self._store = RowStore(self.dim)
+        # Scoring tensors of the store's segments (zero-copy on the CPU), with their first rows.
         self._cache_version = -1
-        self._base: torch.Tensor | None = None
-        self._sq: torch.Tensor | None = None
+        self._segments: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
 
     def __len__(self) -> int:
         return len(self._store)
@@ -47,14 +50,15 @@ class FlatIndex(Index):
         return self._store.live_labels()
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
-        return self._store.x[self._store.row_of(labels)]
+        return self._store.get(labels)
 
     def reserve(self, n: int) -> None:
         self._store.reserve(int(n))
 
     def _ram_parts(self) -> dict[str, int]:
-        """vectors: the index's own float32 rows; labels: their labels and tombstones (the
-        scoring tensor shares the rows' memory on the CPU)."""
+        """vectors: the index's own float32 rows held in RAM (rows memory-mapped since the last
+        save or load count 0); labels: their labels and tombstones (the scoring tensors share
+        the rows' memory on the CPU)."""
         vectors, labels = self._store.ram_bytes()
         return {"vectors": vectors, "labels": labels}
 
@@ -64,15 +68,25 @@ class FlatIndex(Index):
     def _remove(self, labels: np.ndarray) -> None:
         self._store.remove(labels)
 
-    def _device_base(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _device_segments(self) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        """``(first row, rows on the scoring device, their squared norms for L2)`` per segment
+        of the store (the memory-mapped base and the tail in RAM)."""
+        import warnings
+
         from . import scoring
 
         s = self._store
-        if self._cache_version != s.version or self._base is None:
-            self._base = scoring.to_device(s.x[: s.n])
-            self._sq = (self._base.float() ** 2).sum(1) if self.metric is Metric.L2 else None
-            self._cache_version = s.version
-        return self._base, self._sq
+        if self._cache_version != s.version:
+            segments = []
+            for start, rows in s.segments():
+                with warnings.catch_warnings():
+                    # A read-only map: torch warns that it cannot write through it (it never does).
+                    warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+                    base = scoring.to_device(rows)
+                sq = (base.float() ** 2).sum(1) if self.metric is Metric.L2 else None
+                segments.append((start, base, sq))
+            self._segments, self._cache_version = segments, s.version
+        return self._segments
 
     def _search(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
@@ -84,25 +98,34 @@ class FlatIndex(Index):
         from . import scoring
 
         s = self._store
-        base, sq = self._device_base()
-        valid: torch.Tensor | None = None
+        mask: np.ndarray | None = None
         if allowed is not None:
             mask = np.zeros(s.n, dtype=bool)
             mask[s.row_of(allowed)] = True
-            valid = torch.from_numpy(mask).to(base.device)
         elif s.has_dead():
-            valid = torch.from_numpy(s.alive[: s.n].copy()).to(base.device)
-        scores, rows = scoring.topk(q, base, k, self.metric, base_sq_norms=sq, valid=valid)
+            mask = s.alive[: s.n]
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        for start, base, sq in self._device_segments():
+            valid = None
+            if mask is not None:
+                part = mask[start : start + base.shape[0]]
+                if not part.any():
+                    continue
+                valid = torch.from_numpy(part.copy()).to(base.device)
+            scores, rows = scoring.topk(q, base, k, self.metric, base_sq_norms=sq, valid=valid)
+            found.append((scores, np.where(rows >= 0, rows + start, -1)))
+        if not found:
+            return empty_result(q.shape[0], k)
+        scores, rows = merge_topk(found, k)
         return scores, np.where(rows >= 0, s.lab[np.maximum(rows, 0)], -1)
 
     def _save_files(self, directory: Path) -> list[str]:
-        x, lab = self._store.live()
-        storage.save_npy(directory / "vectors.npy", x)
+        lab = self._store.save(directory / "vectors.npy")
         storage.save_npy(directory / "labels.npy", lab)
         return ["vectors.npy", "labels.npy"]
 
     def _load_files(self, directory: Path, manifest: dict[str, Any]) -> None:
-        x = storage.load_npy(directory / "vectors.npy", np.float32, 2)
+        x = storage.load_npy(directory / "vectors.npy", np.float32, 2, mmap=True)
         lab = storage.load_npy(directory / "labels.npy", np.int64, 1)
         if x.shape[1] != self.dim:
             raise storage.CorruptFileError(
@@ -117,6 +140,5 @@ class FlatIndex(Index):
             check_labels(lab, lab.shape[0])
         except (ValueError, TypeError) as e:
             raise storage.CorruptFileError(directory / "labels.npy", str(e)) from None
-        if not np.isfinite(x).all():
-            raise storage.CorruptFileError(directory / "vectors.npy", "contains NaN or inf")
+        storage.check_finite_npy(directory / "vectors.npy", x)
         self._store.load(x, lab)

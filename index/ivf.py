@@ -125,7 +125,7 @@ class IVFIndex(Index):
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """Exact vectors before training; faiss' reconstructions (exact for IVF-Flat) after."""
         if not self.trained:
-            return self._buffer.x[self._buffer.row_of(labels)]
+            return self._buffer.get(labels)
         return self._faiss.reconstruct_batch(np.ascontiguousarray(labels, dtype=np.int64))
 
     def _ram_parts(self) -> dict[str, int]:

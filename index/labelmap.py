@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 
-from . import memory
+from . import memory, storage
+
+# Rows copied at once when a store writes itself out (bounded memory for mapped stores).
+SAVE_CHUNK_BYTES = 64 << 20
 
 
 class RowStore:
-    """Growable float32 rows with labels, tombstones for removals, compaction when sparse.
+    """float32 rows with labels, tombstones for removals, compaction when sparse.
+
+    The rows live in two segments: a *base* (rows ``[0, nb)``), which after ``save`` or ``load``
+    of a memory-mapped array is a read-only map of a ``.npy`` file, served through the page cache;
+    and a *tail* in RAM (rows ``[nb, n)``) for rows appended since. So a store that was saved or
+    loaded holds in RAM only what was written after, plus 9 bytes per row of labels and
+    tombstones. Removed base rows stay tombstoned until the next ``save`` rewrites the file;
+    compaction only ever moves tail rows, never pulling the mapped base into RAM.
 
     Labels usually arrive in increasing order (a collection numbers its items 0, 1, 2, ...):
     then a label's row is found by binary search over ``lab``, with no per-row Python objects.
@@ -17,7 +31,9 @@ class RowStore:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self.x = np.empty((0, dim), dtype=np.float32)
+        self.base = np.empty((0, dim), dtype=np.float32)  # rows [0, nb); may be a memory map
+        self.tail = np.empty((0, dim), dtype=np.float32)  # rows [nb, n) in RAM, with capacity
+        self.nb = 0
         self.lab = np.empty(0, dtype=np.int64)
         self.alive = np.empty(0, dtype=bool)
         self.n = 0  # rows used (alive or dead)
@@ -56,37 +72,72 @@ class RowStore:
     def live_labels(self) -> np.ndarray:
         return self.lab[: self.n][self.alive[: self.n]]
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """A float32 copy of the given rows (from either segment), in that order."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        in_base = rows < self.nb
+        if in_base.all():
+            out[:] = self.base[rows]
+        else:
+            out[in_base] = self.base[rows[in_base]]
+            out[~in_base] = self.tail[rows[~in_base] - self.nb]
+        return out
+
+    def get(self, labels: np.ndarray) -> np.ndarray:
+        """A float32 copy of the rows of live labels (KeyError names an absent one)."""
+        return self.take(self.row_of(labels))
+
+    def segments(self) -> list[tuple[int, np.ndarray]]:
+        """``(first row, rows)`` of each non-empty segment: the base, then the tail (views,
+        dead rows included: check ``alive``)."""
+        out = [(0, self.base[: self.nb])] if self.nb else []
+        if self.n > self.nb:
+            out.append((self.nb, self.tail[: self.n - self.nb]))
+        return out
+
+    def mapped(self) -> bool:
+        """Whether the base segment is a memory map of a file."""
+        return self.nb > 0 and memory.is_mapped(self.base)
+
     def ram_bytes(self) -> tuple[int, int]:
-        """RAM of ``(the used rows, their labels and tombstones)`` (see ``index.memory``)."""
+        """RAM of ``(the used rows, their labels and tombstones)``: a mapped base counts 0 (see
+        ``index.memory``)."""
         book = self.n * (self.lab.itemsize + self.alive.itemsize)
         if self.rows is not None:
             book += memory.int_container_ram(self.rows)
-        return memory.array_ram(self.x, self.n), book
+        rows = memory.array_ram(self.base, self.nb) + memory.array_ram(self.tail, self.n - self.nb)
+        return rows, book
 
     def has_dead(self) -> bool:
         return self.live_count < self.n
 
     def reserve(self, rows: int) -> None:
         """Makes room for ``rows`` rows in all, so appends up to that size copy nothing."""
-        if rows <= self.x.shape[0]:
-            return
-        # np.empty: capacity not yet written takes no memory (pages are touched on write).
-        for name in ("x", "lab", "alive"):
-            old = getattr(self, name)
-            new = np.empty((rows, *old.shape[1:]), dtype=old.dtype)
-            new[: self.n] = old[: self.n]
-            setattr(self, name, new)
+        if rows > self.lab.shape[0]:
+            # np.empty: capacity not yet written takes no memory (pages are touched on write).
+            for name in ("lab", "alive"):
+                old = getattr(self, name)
+                new = np.empty(rows, dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        cap = rows - self.nb
+        if cap > self.tail.shape[0]:
+            used = self.n - self.nb
+            new = np.empty((cap, self.dim), dtype=np.float32)
+            new[:used] = self.tail[:used]
+            self.tail = new
 
     def append(self, x: np.ndarray, labels: np.ndarray) -> None:
         labels = np.asarray(labels, dtype=np.int64)
         need = self.n + x.shape[0]
-        if need > self.x.shape[0]:
-            self.reserve(max(need, 2 * self.x.shape[0], 1024))
+        if need > min(self.lab.shape[0], self.nb + self.tail.shape[0]):
+            self.reserve(max(need, self.n + (self.n - self.nb) + 1024))
         if self.rows is None and labels.size:
             after = self.n == 0 or labels[0] > self.lab[self.n - 1]
             if not (after and bool(np.all(labels[1:] > labels[:-1]))):
                 self.rows = self._row_dict()
-        self.x[self.n : need] = x
+        self.tail[self.n - self.nb : need - self.nb] = x
         self.lab[self.n : need] = labels
         self.alive[self.n : need] = True
         if self.rows is not None:
@@ -108,29 +159,92 @@ class RowStore:
                 del self.rows[lab]
         self.live_count -= labels.size
         self.version += 1
-        dead = self.n - self.live_count
-        if dead > 1024 and dead > self.n // 4:
+        tail_dead = (self.n - self.nb) - int(self.alive[self.nb : self.n].sum())
+        if tail_dead > 1024 and tail_dead > (self.n - self.nb) // 4:
             self.compact()
 
     def compact(self) -> None:
-        keep = self.alive[: self.n]
-        self._install(np.ascontiguousarray(self.x[: self.n][keep]), self.lab[: self.n][keep].copy())
+        """Drops dead tail rows (and, when there is no mapped base, dead base rows: an
+        in-RAM store keeps everything in one segment)."""
+        if self.nb and not self.mapped():
+            self._merge_base_into_tail()
+        keep = self.alive[self.nb : self.n]
+        kept = int(keep.sum())
+        tail = np.ascontiguousarray(self.tail[: self.n - self.nb][keep])
+        lab = np.concatenate([self.lab[: self.nb], self.lab[self.nb : self.n][keep]])
+        alive = np.concatenate([self.alive[: self.nb], np.ones(kept, dtype=bool)])
+        self.tail, self.lab, self.alive = tail, lab, alive
+        self.n = self.nb + kept
+        self._reindex()
 
-    def _install(self, x: np.ndarray, labels: np.ndarray) -> None:
-        self.x, self.lab = x, labels
-        self.n = self.live_count = labels.shape[0]
-        self.alive = np.ones(self.n, dtype=bool)
-        increasing = bool(np.all(labels[1:] > labels[:-1]))
-        self.rows = None if increasing else dict(zip(labels.tolist(), range(self.n), strict=True))
+    def _merge_base_into_tail(self) -> None:
+        """An in-RAM base becomes part of the tail (one segment again)."""
+        used = self.n - self.nb
+        self.tail = np.concatenate([self.base[: self.nb], self.tail[:used]])
+        self.base = np.empty((0, self.dim), dtype=np.float32)
+        self.nb = 0
+
+    def _reindex(self) -> None:
+        lab = self.lab[: self.n]
+        live = lab[self.alive[: self.n]]
+        increasing = bool(np.all(lab[1:] > lab[:-1]))
+        self.rows = None if increasing else self._row_dict()
+        self.live_count = int(live.size)
         self.version += 1
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors, labels) of live rows, compacted."""
-        if self.has_dead():
-            self.compact()
-        return self.x[: self.n], self.lab[: self.n]
+        """``(vectors, labels)`` of live rows in row order, as one array (a copy where the
+        rows span segments or some are dead; meant for small stores, see ``save``)."""
+        if self.nb == 0 and not self.has_dead():
+            return self.tail[: self.n], self.lab[: self.n]
+        keep = self.alive[: self.n]
+        parts = [rows[keep[start : start + len(rows)]] for start, rows in self.segments()]
+        x = np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+        return x, self.lab[: self.n][keep].copy()
+
+    def _live_chunks(self) -> Iterator[np.ndarray]:
+        """The live rows in row order, in chunks of at most ``SAVE_CHUNK_BYTES``."""
+        step = max(1, SAVE_CHUNK_BYTES // max(1, 4 * self.dim))
+        for start, rows in self.segments():
+            for a in range(0, len(rows), step):
+                keep = self.alive[start + a : start + min(len(rows), a + step)]
+                chunk = rows[a : a + step]
+                yield chunk if keep.all() else chunk[keep]
+
+    def write(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """Writes the live rows to ``path`` (``.npy``, through a temp name, fsynced) in chunks,
+        changing nothing in the store (readers may go on). Returns their labels in row order."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        labels = self.live_labels().copy()
+        storage.save_npy_chunks(tmp, (labels.size, self.dim), np.float32, self._live_chunks())
+        os.replace(tmp, path)
+        return labels
+
+    def remap(self, path: str | os.PathLike[str], labels: np.ndarray) -> None:
+        """Serves the rows from ``path``, which ``write`` just wrote with these ``labels``
+        (nothing may have changed since), as a read-only memory map: RAM then holds only rows
+        appended later."""
+        self.load(storage.load_npy(path, np.float32, 2, mmap=True), labels)
+
+    def save(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """``write``, then ``remap``: the store is served from the file it wrote. Returns the
+        labels in row order (the caller stores them beside)."""
+        labels = self.write(path)
+        self.remap(path, labels)
+        return labels
 
     def load(self, x: np.ndarray, labels: np.ndarray) -> None:
-        self._install(
-            np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.int64)
-        )
+        """Takes ``x`` (n, dim) and its labels as the whole store: a memory map stays mapped
+        (the base), any other array is copied into RAM."""
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        if memory.is_mapped(x):
+            self.base, self.nb = x, x.shape[0]
+            self.tail = np.empty((0, self.dim), dtype=np.float32)
+        else:
+            self.base, self.nb = np.empty((0, self.dim), dtype=np.float32), 0
+            self.tail = np.array(x, dtype=np.float32, order="C")
+        self.lab = labels
+        self.alive = np.ones(labels.shape[0], dtype=bool)
+        self.n = labels.shape[0]
+        self._reindex()

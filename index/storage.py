@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,29 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
         os.fsync(f.fileno())
 
 
+def save_npy_chunks(
+    path: str | os.PathLike[str],
+    shape: tuple[int, ...],
+    dtype: Any,
+    chunks: Iterable[np.ndarray],
+) -> None:
+    """Saves an array given as row chunks (concatenated in order: ``shape``) as ``.npy``, and
+    fsyncs it: a large array is written without ever being whole in memory."""
+    dtype = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    rows = 0
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_2_0(f, header)
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            f.write(chunk.data)
+            rows += chunk.shape[0]
+        f.flush()
+        os.fsync(f.fileno())
+    if rows != (shape[0] if shape else 1):
+        raise ValueError(f"{path}: wrote {rows} rows, expected {shape[0]}")
+
+
 def load_npy(
     path: str | os.PathLike[str],
     dtype: Any = None,
@@ -106,6 +130,23 @@ def _check_npy_size(path: str | os.PathLike[str]) -> None:
         raise CorruptFileError(
             path, f"header says shape {shape} of {dtype} ({need} bytes), file has {size} bytes"
         )
+
+
+def check_finite_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Raises CorruptFileError if a float ``.npy`` file (loaded as ``array``, maybe a memory
+    map) holds NaN or inf. Reads the file in chunks through ordinary reads, so that a mapped
+    array's pages are not faulted into the process by the check."""
+    itemsize = array.dtype.itemsize
+    per_row = itemsize * (int(np.prod(array.shape[1:])) if array.ndim > 1 else 1)
+    if array.size == 0:
+        return
+    offset = os.path.getsize(path) - array.shape[0] * per_row
+    step = max(1, CHUNK * 16 // per_row) * per_row
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while block := f.read(step):
+            if not np.isfinite(np.frombuffer(block, dtype=array.dtype)).all():
+                raise CorruptFileError(path, "contains NaN or inf")
 
 
 def file_entry(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -271,7 +271,7 @@ def test_reserve_allocates_ahead_and_changes_no_result(tmp_path, spec):
     for col in (a, b):
         for i in range(0, 300, 70):
             col.add([f"d{j}" for j in range(i, min(i + 70, 300))], x[i : i + 70])
-    assert b._vectors.x.shape[0] == 5000 and len(b) == 300
+    assert b._vectors.tail.shape[0] == 5000 and len(b) == 300
     if spec == "hnsw":
         assert b._index._g.get_max_elements() >= 5000
     ra, rb = a.search_batch(x[:20], k=5), b.search_batch(x[:20], k=5)

@@ -1,4 +1,5 @@
-"""RowStore: label -> row lookups by binary search while labels increase, by dict after."""
+"""RowStore: label -> row lookups by binary search while labels increase, by dict after; a
+memory-mapped base after save/load with appends in RAM."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ DIM = 3
 # labels come back (out of order) and removals hit absent labels too.
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["add", "add_next", "remove"]),
+        st.sampled_from(["add", "add_next", "remove", "save"]),
         st.lists(st.integers(0, 60), min_size=1, max_size=8, unique=True),
     ),
     max_size=40,
@@ -23,11 +24,17 @@ ops = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops)
-def test_row_store_matches_a_dict_model(program):
+@given(program=ops)
+def test_row_store_matches_a_dict_model(program, tmp_path_factory):
     store, model = RowStore(DIM), {}  # model: label -> vector
     nxt = 100
-    for kind, labels in program:
+    where = tmp_path_factory.mktemp("rows")
+    for step, (kind, labels) in enumerate(program):
+        if kind == "save":  # rows go to a file and are served from a map of it
+            saved = store.save(where / f"rows.{step}.npy")
+            assert sorted(saved.tolist()) == sorted(model)
+            assert store.mapped() == bool(model) and store.ram_bytes()[0] == 0
+            continue
         if kind == "add_next":  # increasing labels, as a collection assigns them
             labels = list(range(nxt, nxt + len(labels)))
             nxt += len(labels)
@@ -50,11 +57,19 @@ def test_row_store_matches_a_dict_model(program):
     assert sorted(store.live_labels().tolist()) == sorted(model)
     if model:
         keys = np.array(sorted(model))
-        np.testing.assert_array_equal(
-            store.x[store.row_of(keys)], np.stack([model[k] for k in keys])
-        )
+        np.testing.assert_array_equal(store.get(keys), np.stack([model[k] for k in keys]))
+        rows = store.row_of(keys)
+        got = {
+            int(store.lab[r])
+            for start, seg in store.segments()
+            for r in range(start, start + len(seg))
+            if store.alive[r]
+        }
+        assert got == set(model) and store.take(rows).shape == (len(keys), DIM)
     x, lab = store.live()
-    assert not store.has_dead() and sorted(lab.tolist()) == sorted(model)
+    assert sorted(lab.tolist()) == sorted(model) and x.shape == (len(model), DIM)
+    if model:
+        np.testing.assert_array_equal(x, np.stack([model[k] for k in lab.tolist()]))
 
 
 def test_increasing_labels_keep_no_dict_and_out_of_order_switches():
@@ -72,3 +87,24 @@ def test_increasing_labels_keep_no_dict_and_out_of_order_switches():
     assert store.rows is not None and store.row_of(np.array([7])).tolist() == [3000]
     with pytest.raises(KeyError, match="8"):
         store.row_of(np.array([2000, 8]))
+
+
+def test_appends_after_save_stay_in_ram_and_the_base_stays_mapped(tmp_path):
+    store = RowStore(DIM)
+    x = np.arange(3000 * DIM, dtype=np.float32).reshape(3000, DIM)
+    store.append(x, np.arange(3000))
+    labels = store.save(tmp_path / "v.npy")
+    assert labels.tolist() == list(range(3000)) and store.mapped()
+    assert store.ram_bytes()[0] == 0
+    store.append(np.ones((10, DIM), np.float32), np.arange(3000, 3010))
+    assert store.mapped() and store.ram_bytes()[0] == 10 * DIM * 4
+    store.remove(np.arange(0, 2500))  # most of the base dead: tombstones, base still mapped
+    store.compact()
+    assert store.mapped() and len(store) == 510
+    np.testing.assert_array_equal(store.get(np.array([2999])), x[2999:3000])
+    np.testing.assert_array_equal(store.get(np.array([3005])), np.ones((1, DIM)))
+    x2, lab2 = store.live()
+    assert lab2.tolist() == [*range(2500, 3010)] and x2.shape == (510, DIM)
+    store.save(tmp_path / "v2.npy")  # the rewrite drops the dead rows
+    assert store.n == 510 and store.mapped() and store.ram_bytes()[0] == 0
+    np.testing.assert_array_equal(store.get(np.array([2500])), x[2500:2501])
