@@ -8,6 +8,11 @@ with -1 / -inf padding and scores = Chamfer similarity (sum over query tokens of
 product over the document's tokens; higher is better), ``save(dir)``, ``load(dir)``. ``metric``
 is ``cosine`` (tokens are L2-normalised on the way in) or ``ip`` (tokens are taken as they are).
 Parameters, filtering, save and load are ``BaseIndex``'s (``index.base``), as for single vectors.
+
+Every kind takes ``tokens=f16|int8|res4|res2``: what the rerank scores. ``f16`` (the default,
+left out of the spec) scores the stored float16 tokens; the others keep compact codes in RAM
+beside them (``index.token_codes``) and score those, the full tokens staying on disk
+(memory-mapped once saved, read by nothing but the next save).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import numpy as np
 
 from .base import BaseIndex, empty_result
 from .metric import Metric, normalize_rows
-from .tokens import TokenStore, check_token_sets
+from .ragged import ragged_arange
+from .token_codes import make_codec
+from .tokens import TokenBlocks, TokenStore, check_token_sets
 
 # A packed batch of token sets: ``(tokens (T, d), offsets (n + 1,))`` (see ``index.tokens``).
 TokenSets = tuple[np.ndarray, np.ndarray]
@@ -45,18 +52,41 @@ def top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, n
     return out_s, out_l
 
 
-class MultiVectorIndex(BaseIndex[TokenSets]):
-    """Base of every multi-vector index: token storage (float16, memory-mapped once loaded),
-    exact Chamfer scoring and rerank, on top of ``BaseIndex``.
+class _Subset(TokenBlocks):
+    """Rows ``idx`` of a ``TokenBlocks``, renumbered from 0 (exact search over some labels)."""
 
-    Subclasses declare ``kind``, ``config_keys`` (defaults, canonical order) and
-    ``search_keys``, and implement ``_search`` (and ``_add_extra`` / ``_remove_extra`` /
+    def __init__(self, inner: TokenBlocks, idx: np.ndarray) -> None:
+        self._inner, self._idx = inner, idx
+        self.shape = (idx.shape[0], inner.shape[1])
+
+    def block(self, t0: int, t1: int) -> Any:
+        return self._inner.rows(self._idx[t0:t1])
+
+    def rows(self, idx: np.ndarray) -> Any:
+        return self._inner.rows(self._idx[idx])
+
+
+class MultiVectorIndex(BaseIndex[TokenSets]):
+    """Base of every multi-vector index: token storage (float16, memory-mapped once saved or
+    loaded, with compact codes in RAM when ``tokens`` asks), exact Chamfer scoring and rerank,
+    on top of ``BaseIndex``.
+
+    Subclasses declare ``kind``, ``config_keys`` (defaults, canonical order; ``tokens`` last)
+    and ``search_keys``, and implement ``_search`` (and ``_add_extra`` / ``_remove_extra`` /
     ``_save_extra`` / ``_load_extra`` when they keep more than the tokens).
     """
 
     multi_vector = True
     item_name = "documents"
-    file_parts = {"tokens.npy": "tokens", "offsets.npy": "tokens", "labels.npy": "labels"}
+    config_keys: ClassVar[dict[str, Any]] = {"tokens": "f16"}
+    file_parts: ClassVar[dict[str, str]] = {
+        "tokens.npy": "tokens",
+        "offsets.npy": "tokens",
+        "labels.npy": "labels",
+        # Compact codes (``index.token_codes``): per-token columns and the codebook.
+        **{n: "codes" for n in ("codes.npy", "scales.npy", "centroid_ids.npy")},
+        **{n: "codes" for n in ("centroids.npy", "cutoffs.npy", "buckets.npy")},
+    }
     # An allowed set at most this large is scored exactly (Chamfer over the subset).
     exact_filter_max: ClassVar[int] = 1024
     exact_filter_fraction: ClassVar[float] = 0.0
@@ -65,7 +95,15 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
         super().__init__(dim, metric, **params)
         if self.metric is Metric.L2:
             raise ValueError(f"{self.kind} scores by inner product: metric must be cosine or ip")
-        self._store = TokenStore(self.dim)
+        self._codec = make_codec(self.params["tokens"], self.dim, self.metric is Metric.COSINE)
+        self._store = TokenStore(self.dim, columns=self._codec.columns() if self._codec else None)
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec string; ``tokens=f16`` (the default) is left out, so specs from
+        before the option read the same."""
+        params = {k: v for k, v in self.params.items() if not (k == "tokens" and v == "f16")}
+        return self.kind + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
     def __len__(self) -> int:
         return len(self._store)
@@ -84,11 +122,23 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
         return self._store.n_tokens - self._store.dead_tokens
 
     def _ram_parts(self) -> dict[str, int]:
-        """tokens: the float16 token store with its offsets (0 for tokens still memory-mapped
-        from the saved file); labels: labels, tombstones and the label -> row map. Kinds add
-        theirs."""
+        """tokens: the float16 token store with its offsets (0 for tokens memory-mapped from
+        the saved file: only sets added since are in RAM); labels: labels and tombstones;
+        codes: the compact codes scoring reads, with their codebook (``tokens`` other than
+        f16). Kinds add theirs."""
         tokens, labels = self._store.ram_bytes()
-        return {"tokens": tokens, "labels": labels}
+        parts = {"tokens": tokens, "labels": labels}
+        if self._codec is not None:
+            codes = sum(self._store.column_ram(c) for c in self._codec.columns())
+            parts["codes"] = codes + self._codec.codebook_ram()
+        return parts
+
+    def scoring_tokens(self) -> TokenBlocks:
+        """Every stored token (global positions, dead sets included) as scoring reads it: the
+        float16 tokens, or the compact codes decoded block by block."""
+        if self._codec is not None:
+            return self._codec.blocks(self._store)
+        return self._store.blocks()
 
     def _prepare(self, tokens: np.ndarray) -> np.ndarray:
         return normalize_rows(tokens) if self.metric is Metric.COSINE else tokens
@@ -102,11 +152,17 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
 
         s = self._store
         if labels is None:
-            tokens, offsets = s.view()
-            valid = s.alive[: s.n] if s.has_dead() else None
-            scores, rows = scoring.chamfer_topk(q, q_off, tokens, offsets, k, valid=valid)
+            valid = s.alive if s.has_dead() else None
+            scores, rows = scoring.chamfer_topk(
+                q, q_off, self.scoring_tokens(), s.offsets, k, valid=valid
+            )
             return scores, np.where(rows >= 0, s.lab[np.maximum(rows, 0)], -1)
-        tokens, offsets = s.subset(s.row_of(labels))
+        rows = s.row_of(labels)
+        lens = s.lengths(rows)
+        idx = ragged_arange(s.offsets[rows], lens)
+        offsets = np.zeros(lens.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        tokens = _Subset(self.scoring_tokens(), idx)
         scores, rows = scoring.chamfer_topk(q, q_off, tokens, offsets, k)
         return scores, np.where(rows >= 0, labels[np.maximum(rows, 0)], -1)
 
@@ -117,7 +173,7 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
         from . import scoring
 
         rows = self._store.row_of(candidates)
-        tokens, offsets = self._store.view()
+        tokens, offsets = self.scoring_tokens(), self._store.offsets
         scores = scoring.chamfer_pairs(q, q_off, tokens, offsets, rows)
         return top_k(scores, np.where(rows >= 0, candidates, -1), k)
 
@@ -137,7 +193,10 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
     def _add(self, batch: TokenSets, labels: np.ndarray) -> None:
         tokens, offsets = batch
         self._add_extra(tokens, offsets, labels)
-        self._store.append(tokens, offsets, labels)
+        codes = self._codec.encode(tokens) if self._codec is not None else None
+        self._store.append(tokens, offsets, labels, codes)
+        if self._codec is not None:
+            self._codec.after_append(self._store)
 
     def _remove(self, labels: np.ndarray) -> None:
         self._remove_extra(labels)
@@ -145,14 +204,24 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
 
     def _save_files(self, directory: Path) -> list[str]:
         names = self._store.save(directory)
+        if self._codec is not None:
+            names += self._codec.save(directory)
         return names + self._save_extra(directory)
 
     def _load_files(self, directory: Path, manifest: dict[str, Any]) -> None:
         self._store.load(directory)
+        if self._codec is not None:
+            state = manifest.get("token_codes")
+            if not isinstance(state, dict) or state.get("name") != self._codec.name:
+                raise ValueError(f"token_codes {state!r} do not fit tokens={self._codec.name}")
+            self._codec.load(directory, self._store, state)
         self._load_extra(directory, manifest)
 
     def _manifest_fields(self, directory: Path) -> dict[str, Any]:
-        return {"tokens": self._store.n_tokens}
+        fields: dict[str, Any] = {"tokens": self._store.n_tokens}
+        if self._codec is not None:
+            fields["token_codes"] = self._codec.state()
+        return fields
 
     # ---- what subclasses implement -----------------------------------------------------------
     def _add_extra(self, tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray) -> None:

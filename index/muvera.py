@@ -36,7 +36,8 @@ class MuveraIndex(MultiVectorIndex):
     """Document FDEs in an inner single-vector index (inner product), exact Chamfer rerank.
 
     Spec (defaults shown): ``muvera:k_sim=5,d_proj=16,r_reps=20,d_final=0,seed=0,inner=hnsw,
-    candidates=100,tau=0`` followed by the inner index's parameters prefixed ``inner_``
+    candidates=100,tau=0`` (and ``tokens``, see ``index.multivector``) followed by the inner
+    index's parameters prefixed ``inner_``
     (``inner=hnsw,inner_M=32,inner_ef=200``; ``inner=ivf,inner_nlist=256,inner_pq=64``).
 
     - ``k_sim``, ``d_proj``, ``r_reps``, ``d_final``, ``seed``: the FDE (see ``index.fde``);
@@ -71,6 +72,7 @@ class MuveraIndex(MultiVectorIndex):
         "inner": "hnsw",
         "candidates": 100,
         "tau": 0,
+        **MultiVectorIndex.config_keys,
     }
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
@@ -186,7 +188,7 @@ class MuveraIndex(MultiVectorIndex):
                 directory / INNER_DIR / "index.json",
                 f"inner index has dimension {inner.dim}, the FDE {self.fde.out_dim}",
             )
-        labels = self._store.lab[: self._store.n]
+        labels = self._store.lab
         if len(inner) != labels.shape[0] or not inner.contains(labels).all():
             raise storage.CorruptFileError(
                 directory / INNER_DIR / "index.json", "inner index labels differ from labels.npy"

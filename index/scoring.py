@@ -15,6 +15,7 @@ import torch
 
 from .metric import Metric
 from .ragged import ragged_arange
+from .tokens import TokenBlocks
 
 # Bytes one score block (query chunk x base chunk) may take; bounds the memory of every search.
 DEFAULT_BLOCK_BYTES = 256 << 20
@@ -133,6 +134,9 @@ def topk(
 # Documents and queries are ragged token sets: ``tokens (T, d)`` with ``offsets (n + 1,)`` int64,
 # set i being ``tokens[offsets[i]:offsets[i + 1]]``. Chamfer(q, D) = sum over query tokens of the
 # max dot product over the document's tokens. Every document must hold at least one token.
+# Document tokens may be a numpy array (float16, possibly memory-mapped), a tensor, or a
+# ``TokenBlocks`` (``index.tokens``: a store's segments, or compact codes dequantized per block).
+DocTokens = np.ndarray | torch.Tensor | TokenBlocks
 
 
 def _tokens_on_device(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -150,18 +154,25 @@ def _tokens_on_device(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.
     return torch.from_numpy(arr).to(dev, dtype=want, non_blocking=True)
 
 
-def to_scoring_tokens(x: np.ndarray) -> torch.Tensor:
-    """Token rows (e.g. float16, memory-mapped) as a scoring-device tensor, converted in
-    bounded slices."""
+def to_scoring_tokens(x: np.ndarray | TokenBlocks) -> torch.Tensor:
+    """Token rows (e.g. float16, memory-mapped, or a store's segments) as one scoring-device
+    tensor, converted in bounded slices."""
     dev = device()
     out = torch.empty((x.shape[0], x.shape[1]), dtype=storage_dtype(dev), device=dev)
     step = max(1, (64 << 20) // max(1, 4 * x.shape[1]))
     for a in range(0, x.shape[0], step):
-        out[a : a + step] = _tokens_on_device(x[a : a + step], dev)
+        b = min(x.shape[0], a + step)
+        out[a:b] = _tokens_on_device(_block_rows(x, a, b), dev)
     return out
 
 
-def _take_rows(x: np.ndarray | torch.Tensor, idx: np.ndarray) -> np.ndarray | torch.Tensor:
+def _block_rows(x: DocTokens, t0: int, t1: int) -> np.ndarray | torch.Tensor:
+    return x.block(t0, t1) if isinstance(x, TokenBlocks) else x[t0:t1]
+
+
+def _take_rows(x: DocTokens, idx: np.ndarray) -> np.ndarray | torch.Tensor:
+    if isinstance(x, TokenBlocks):
+        return x.rows(idx)
     if isinstance(x, torch.Tensor):
         return x.index_select(0, torch.from_numpy(idx).to(x.device))
     return x[idx]
@@ -197,7 +208,7 @@ def _doc_chunks(d_offsets: np.ndarray, max_tokens: int, max_docs: int | None) ->
 def chamfer_matrix(
     q_tokens: np.ndarray,
     q_offsets: np.ndarray,
-    d_tokens: np.ndarray | torch.Tensor,
+    d_tokens: DocTokens,
     d_offsets: np.ndarray,
     *,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -208,7 +219,8 @@ def chamfer_matrix(
 
     Args:
         q_tokens: (M, d) query tokens; q_offsets: (m + 1,) int64 boundaries.
-        d_tokens: (T, d) document tokens (numpy, possibly memory-mapped float16, or a tensor);
+        d_tokens: (T, d) document tokens (numpy, possibly memory-mapped float16, a tensor, or
+            a ``TokenBlocks``);
             d_offsets: (n + 1,) int64 boundaries. Every document holds at least one token.
         block_bytes: memory bound for one score block.
         query_chunk: most queries scored at once; doc_chunk: most documents scored at once
@@ -235,7 +247,7 @@ def chamfer_matrix(
 def _chamfer_blocks(
     q_tokens: np.ndarray,
     q_offsets: np.ndarray,
-    d_tokens: np.ndarray | torch.Tensor,
+    d_tokens: DocTokens,
     d_offsets: np.ndarray,
     block_bytes: int,
     query_chunk: int | None,
@@ -261,7 +273,7 @@ def _chamfer_blocks(
     d_bounds = _doc_chunks(d_offsets, max_tokens, doc_chunk)
     for d0, d1 in zip(d_bounds[:-1], d_bounds[1:], strict=True):
         t0, t1 = int(d_offsets[d0]), int(d_offsets[d1])
-        docs = _tokens_on_device(d_tokens[t0:t1], dev)
+        docs = _tokens_on_device(_block_rows(d_tokens, t0, t1), dev)
         d_lens = np.diff(d_offsets[d0 : d1 + 1])
         for (a, b), q in zip(zip(q_bounds[:-1], q_bounds[1:], strict=True), q_dev, strict=True):
             maxes = _segment_max(docs @ q.T, d_lens)  # (docs, query tokens)
@@ -271,7 +283,7 @@ def _chamfer_blocks(
 def chamfer_topk(
     q_tokens: np.ndarray,
     q_offsets: np.ndarray,
-    d_tokens: np.ndarray | torch.Tensor,
+    d_tokens: DocTokens,
     d_offsets: np.ndarray,
     k: int,
     *,
@@ -317,7 +329,7 @@ def chamfer_topk(
 def chamfer_pairs(
     q_tokens: np.ndarray,
     q_offsets: np.ndarray,
-    d_tokens: np.ndarray | torch.Tensor,
+    d_tokens: DocTokens,
     d_offsets: np.ndarray,
     rows: np.ndarray,
     *,
@@ -332,7 +344,8 @@ def chamfer_pairs(
 
     Args:
         q_tokens, q_offsets: the queries (see ``chamfer_matrix``).
-        d_tokens, d_offsets: all documents (numpy, possibly memory-mapped float16, or a tensor).
+        d_tokens, d_offsets: all documents (numpy, possibly memory-mapped float16, a tensor,
+            or a ``TokenBlocks``).
         rows: (m, c) int64 document rows per query; -1 marks no candidate.
         block_bytes: memory bound for one chunk's gathered tokens and score block.
         query_chunk: most queries per chunk (derived from ``block_bytes`` when None).

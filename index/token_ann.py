@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import memory, storage
+from . import storage
 from .inner import (
     INNER_DIR,
     inner_fields,
@@ -52,7 +52,11 @@ class TokenANNIndex(MultiVectorIndex):
         **MultiVectorIndex.file_parts,
         "token_ids.npy": "token_ids",
     }
-    config_keys: ClassVar[dict[str, Any]] = {"k_tokens": 10, "inner": "flat"}
+    config_keys: ClassVar[dict[str, Any]] = {
+        "k_tokens": 10,
+        "inner": "flat",
+        **MultiVectorIndex.config_keys,
+    }
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         kind = str(params.get("inner", self.config_keys["inner"])).strip().lower()
@@ -64,17 +68,19 @@ class TokenANNIndex(MultiVectorIndex):
         self.params.update({f"inner_{k}": v for k, v in self._inner.params.items()})
         self.search_keys = ("k_tokens", *(f"inner_{k}" for k in self._inner.search_keys))
         # Token ids: the document labelled _first_lab[i] owns ids _first[i] .. + its length - 1;
-        # ids only grow, so _first stays sorted (removals drop entries, adds append).
+        # ids only grow, so _first stays sorted (removals drop entries, adds append). A label's
+        # entry is found by binary search: over _first_lab while it rises (labels given in
+        # increasing order), else over its sort order (_lab_order, rebuilt when needed).
         self._first = np.empty(0, dtype=np.int64)
         self._first_lab = np.empty(0, dtype=np.int64)
-        self._first_of: dict[int, int] = {}
+        self._lab_order: np.ndarray | None = None
         self._next_id = 0
 
     def _ram_parts(self) -> dict[str, int]:
         """The token store's parts, token_ids (each document's first token id) and the inner
         index's parts prefixed ``inner_`` (its copy of every token)."""
         ids = self._first.nbytes + self._first_lab.nbytes
-        ids += memory.int_container_ram(self._first_of)
+        ids += 0 if self._lab_order is None else self._lab_order.nbytes
         return {**super()._ram_parts(), "token_ids": ids, **inner_ram(self._inner)}
 
     def _file_part(self, name: str) -> str:
@@ -86,21 +92,28 @@ class TokenANNIndex(MultiVectorIndex):
         first = self._next_id + offsets[:-1]
         self._first = np.concatenate([self._first, first])
         self._first_lab = np.concatenate([self._first_lab, labels])
-        self._first_of.update(zip(labels.tolist(), first.tolist(), strict=True))
+        self._lab_order = None
         self._next_id += tokens.shape[0]
 
+    def _first_of(self, labels: np.ndarray) -> np.ndarray:
+        """The first token id of each (live) label."""
+        lab = self._first_lab
+        if lab.size < 2 or bool(np.all(lab[1:] > lab[:-1])):
+            return self._first[np.searchsorted(lab, labels)]
+        if self._lab_order is None:
+            self._lab_order = np.argsort(lab, kind="stable")
+        order = self._lab_order
+        return self._first[order[np.searchsorted(lab[order], labels)]]
+
     def _token_ids(self, labels: np.ndarray) -> np.ndarray:
-        s = self._store
-        rows = s.row_of(labels)
-        first = np.fromiter(map(self._first_of.__getitem__, labels.tolist()), np.int64, labels.size)
-        return ragged_arange(first, s.offsets[rows + 1] - s.offsets[rows])
+        rows = self._store.row_of(labels)
+        return ragged_arange(self._first_of(labels), self._store.lengths(rows))
 
     def _remove_extra(self, labels: np.ndarray) -> None:
         self._inner.remove(self._token_ids(labels))
         keep = ~np.isin(self._first_lab, labels)
         self._first, self._first_lab = self._first[keep], self._first_lab[keep]
-        for lab in labels.tolist():
-            del self._first_of[lab]
+        self._lab_order = None
 
     def candidate_labels(self, queries: Any, **params: Any) -> np.ndarray:
         """The candidate documents the heuristic would rerank: (m, c) labels, -1 padded."""
@@ -137,8 +150,7 @@ class TokenANNIndex(MultiVectorIndex):
 
     def _save_extra(self, directory: Path) -> list[str]:
         # The store compacted on save; its rows are in insertion order, as is _first.
-        live = self._store.lab[: self._store.n]
-        first = np.fromiter(map(self._first_of.__getitem__, live.tolist()), np.int64, live.size)
+        first = self._first_of(self._store.lab)
         save_npy_replace(directory / "token_ids.npy", first)
         self._inner.save(directory / INNER_DIR)
         return ["token_ids.npy"]
@@ -150,7 +162,7 @@ class TokenANNIndex(MultiVectorIndex):
         path = directory / "token_ids.npy"
         first = np.array(storage.load_npy(path, np.int64, 1))
         s = self._store
-        lens = np.diff(s.offsets[: s.n + 1])
+        lens = np.diff(s.offsets)
         if first.shape[0] != s.n or (first < 0).any() or (first[1:] < (first + lens)[:-1]).any():
             raise storage.CorruptFileError(
                 path, f"expected {s.n} rising, non-overlapping, non-negative token id ranges"
@@ -159,6 +171,6 @@ class TokenANNIndex(MultiVectorIndex):
         ids = ragged_arange(first, lens)
         if len(self._inner) != ids.shape[0] or not self._inner.contains(ids).all():
             raise storage.CorruptFileError(path, "token ids do not match the inner index")
-        self._first, self._first_lab = first, s.lab[: s.n].copy()
-        self._first_of = dict(zip(self._first_lab.tolist(), first.tolist(), strict=True))
+        self._first, self._first_lab = first, s.lab.copy()
+        self._lab_order = None
         self._next_id = int((first + lens).max(initial=0))
