@@ -19,8 +19,6 @@ from . import memory, storage
 from .ragged import offsets_of, ragged_arange
 from .validate import check_labels
 
-# Rows of the finite check done on a loaded (memory-mapped) token file at a time.
-_CHECK_ROWS = 1 << 20
 # Bytes of tokens copied at a time when a store writes its sets.
 _CHUNK_BYTES = 64 << 20
 
@@ -608,9 +606,7 @@ class TokenStore:
             check_labels(labels, labels.shape[0])
         except (TypeError, ValueError) as e:
             raise storage.CorruptFileError(lpath, str(e)) from None
-        for a in range(0, tokens.shape[0], _CHECK_ROWS):
-            if not np.isfinite(tokens[a : a + _CHECK_ROWS]).all():
-                raise storage.CorruptFileError(tpath, "contains NaN or inf")
+        storage.check_finite_npy(tpath, tokens)  # ordinary reads: the map stays unfaulted
         columns = {}
         for col, (dtype, shape) in self.columns.items():
             if col == "tokens":
@@ -646,26 +642,14 @@ class _StoreBlocks(TokenBlocks):
 def write_npy_chunks(
     path: Path, dtype: Any, shape: tuple[int, ...], chunks: Iterator[np.ndarray]
 ) -> None:
-    """Writes a ``.npy`` of ``shape`` from row chunks (never one array in memory) through a temp
-    name, fsync and an atomic rename (the old file may be memory-mapped by a reader)."""
-    dtype = np.dtype(dtype)
+    """``storage.save_npy_chunks`` (never one array in memory) to a temp name, then an atomic
+    rename onto ``path`` (the old file may be memory-mapped by a reader)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    rows = 0
-    with open(tmp, "wb") as f:
-        if len(repr(header)) > 65000:  # the 1.0 header holds at most 65535 bytes
-            np.lib.format.write_array_header_2_0(f, header)
-        else:
-            np.lib.format.write_array_header_1_0(f, header)
-        for chunk in chunks:
-            c = np.ascontiguousarray(chunk, dtype=dtype)
-            f.write(c.data)
-            rows += c.shape[0]
-        f.flush()
-        os.fsync(f.fileno())
-    if rows != shape[0]:
-        os.unlink(tmp)
-        raise RuntimeError(f"{path}: wrote {rows} rows, expected {shape[0]}")
+    try:
+        storage.save_npy_chunks(tmp, shape, dtype, chunks)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
