@@ -25,6 +25,10 @@ KINDS: dict[str, Kind] = {
     "flat": Kind("flat", "FlatIndex", False),
     "hnsw": Kind("hnsw", "HNSWIndex", False),
     "ivf": Kind("ivf", "IVFIndex", False),
+    # Compact codes searched, candidates rescored exactly (see ``index.quantized``).
+    "sq8": Kind("quantized_hnsw", "SQ8Index", False),
+    "binary": Kind("quantized_hnsw", "BinaryIndex", False),
+    "pq": Kind("quantized_pq", "PQIndex", False),
     # Multi-vector kinds: token sets in, Chamfer similarity out (see ``index.multivector``).
     "muvera": Kind("muvera", "MuveraIndex", True),
     "chamfer": Kind("chamfer", "ChamferIndex", True),
