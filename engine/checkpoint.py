@@ -95,6 +95,7 @@ def write(
         shutil.rmtree(index_dir)
     with exclusive:
         contents.items.adopt(path, gen, labels)
+        contents.ids.compact()
         contents.index.save(index_dir)
         if lexical is not None:
             # Rebuilt over the live documents: statistics exact again from here on.
@@ -124,7 +125,7 @@ def write(
 def rows_table(contents: Contents, labels: np.ndarray) -> pa.Table:
     """The rows table of ``labels``: label, id and payload columns."""
     payloads = contents.payloads
-    ids = contents.id_of[labels].tolist() if labels.size else []
+    ids = contents.ids.ids(labels)
     schema = pa.schema(
         [pa.field("_label", pa.int64()), pa.field("_id", pa.string()), *payloads.schema]
     )

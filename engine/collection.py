@@ -112,8 +112,6 @@ class Collection(WriteMixin, SearchMixin):
     _index = property(lambda self: self._contents.index)
     _lexical = property(lambda self: self._contents.lexical)
     _payloads = property(lambda self: self._contents.payloads)
-    _label_of = property(lambda self: self._contents.label_of)
-    _id_of = property(lambda self: self._contents.id_of)
     _live_labels = property(lambda self: self._contents.items.live_labels)
     _vectors = property(lambda self: self._contents.items.rows)  # single-vector collections
     _tokens = property(lambda self: self._contents.items.sets)  # multi-vector collections
@@ -163,10 +161,10 @@ class Collection(WriteMixin, SearchMixin):
     def ids(self) -> list[str]:
         """Every id the collection holds, in insertion order of their current version."""
         with self._lock.read():
-            return list(self._contents.label_of)
+            return list(self._contents.ids)
 
     def __contains__(self, id: object) -> bool:
-        return str(id) in self._contents.label_of
+        return str(id) in self._contents.ids
 
     def __repr__(self) -> str:
         multi = ", multi_vector=True" if self.multi_vector else ""

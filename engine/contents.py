@@ -16,6 +16,7 @@ import pyarrow as pa
 import index as ix
 from index.lexical import BM25Index
 
+from .idmap import IdMap
 from .itemstore import ItemStore, store_for
 from .payloads import PayloadStore
 from .results import Hit, Record, SearchResult
@@ -41,12 +42,11 @@ class Contents:
         self.lexical = lexical
         self.text_field = text_field
         self.payloads = PayloadStore()
-        self.label_of: dict[str, int] = {}
-        self.id_of = np.empty(0, dtype=object)
+        self.ids = IdMap()
         self.next_label = 0
 
     def __len__(self) -> int:
-        return len(self.label_of)
+        return len(self.ids)
 
     def reserve(self, n: int) -> None:
         """Room for ``n`` items in the store and (a single-vector one) the index."""
@@ -91,7 +91,7 @@ class Contents:
                 if offsets is not None
                 else "single vectors (no token counts) for a multi-vector collection"
             )
-        old = [self.label_of[k] for k in keys if k in self.label_of]
+        old = self.ids.labels(keys)
         if old:
             self.drop(np.asarray(old, dtype=np.int64))
         labels = np.arange(self.next_label, self.next_label + len(keys), dtype=np.int64)
@@ -103,26 +103,17 @@ class Contents:
             if has:
                 self.lexical.add([texts[i] for i in has], labels[has])  # type: ignore[misc]
         self.payloads.put(labels, rows, schema)
-        self.label_of.update(zip(keys, labels.tolist(), strict=True))
-        if self.id_of.shape[0] < self.next_label:
-            grown = np.empty(max(self.next_label, 2 * self.id_of.shape[0]), dtype=object)
-            grown[: self.id_of.shape[0]] = self.id_of
-            self.id_of = grown
-        self.id_of[labels] = keys
+        self.ids.assign(keys, labels)
 
     def delete(self, keys: list[str]) -> bool:
         """Deletes the ids present; returns whether there were any."""
-        labels = [self.label_of.pop(k) for k in keys if k in self.label_of]
+        labels = self.ids.labels(keys)
         if labels:
-            self.drop(np.asarray(labels, dtype=np.int64))
+            self.drop(np.unique(np.asarray(labels, dtype=np.int64)))
         return bool(labels)
 
     def drop(self, labels: np.ndarray) -> None:
-        for lab in labels.tolist():
-            key = self.id_of[lab]
-            if self.label_of.get(key) == lab:
-                del self.label_of[key]
-            self.id_of[lab] = None
+        self.ids.remove(labels)
         self.index.remove(labels)
         self.items.remove(labels)
         self.payloads.remove(labels)
@@ -132,16 +123,14 @@ class Contents:
     def install(self, ids: list[str], labels: np.ndarray, table: pa.Table, next_label: int) -> None:
         """Takes a checkpoint's ids, labels and payloads (the items are installed apart)."""
         self.payloads.load(labels, table)
-        self.label_of = dict(zip(ids, labels.tolist(), strict=True))
-        self.id_of = np.empty(next_label, dtype=object)
-        self.id_of[labels] = ids
+        self.ids.install(ids, labels, next_label)
         self.next_label = next_label
 
     # ---- reads -------------------------------------------------------------------------------
     def get(self, keys: list[str]) -> list[Record | None]:
         out: list[Record | None] = []
         for k in keys:
-            lab = self.label_of.get(k)
+            lab = self.ids.label(k)
             if lab is None:
                 out.append(None)
                 continue
@@ -160,9 +149,9 @@ class Contents:
 
     def hits(self, scores: np.ndarray, labels: np.ndarray) -> list[Hit]:
         """One query's (scores, labels) row -> hits."""
-        id_of, payload = self.id_of, self.payloads.by_label.get
+        id_of, payload = self.ids.id, self.payloads.by_label.get
         return [
-            Hit(id_of[lab], s, dict(payload(lab, ())))
+            Hit(id_of(lab), s, dict(payload(lab, ())))
             for s, lab in zip(scores.tolist(), labels.tolist(), strict=True)
             if lab >= 0
         ]
@@ -171,7 +160,7 @@ class Contents:
         """(scores, labels) (m, k) -> ids and payloads."""
         ids = np.full(labels.shape, None, dtype=object)
         found = labels >= 0
-        ids[found] = self.id_of[labels[found]]
+        ids[found] = self.ids.ids(labels[found])
         get = self.payloads.get
         payloads = [[dict(get(lab)) for lab in row if lab >= 0] for row in labels.tolist()]
         return SearchResult(ids, scores, payloads)

@@ -94,7 +94,7 @@ def collection_memory(
             except OSError:
                 continue  # replaced by a checkpoint meanwhile
     item_ram, item_labels = items.ram_bytes()
-    ids_ram = item_labels + memory.str_key_ram(contents.label_of) + int(contents.id_of.nbytes)
+    ids_ram = item_labels + contents.ids.ram_bytes()
     out: dict[str, dict[str, Any]] = {
         items.component: memory.usage(item_ram, disk[items.component]),
         "index": with_parts(index_parts),

@@ -174,7 +174,7 @@ class WriteMixin:
             contents = self._contents
             if not replace:
                 for k in keys:
-                    if k in contents.label_of:
+                    if k in contents.ids:
                         raise ValueError(f"id {k!r} already exists (use upsert to replace it)")
             schema = contents.payloads.check_types(rows)
             # Everything that can reject the call has run: a logged record always replays.
@@ -222,7 +222,7 @@ class WriteMixin:
         self._check_writable()
         with self._lock:
             self._check_writable()
-            present = [k for k in keys if k in self._contents.label_of]
+            present = [k for k in keys if k in self._contents.ids]
             if not present:
                 return 0
             seq = self._log(wal.DELETE, wal.encode_delete(present))

@@ -13,6 +13,7 @@ import numpy as np
 from . import memory, storage
 from .base import Index
 from .hnsw_format import check_hnsw_file
+from .labelmap import LabelSet
 from .metric import Metric
 from .validate import check_labels
 
@@ -43,7 +44,7 @@ class HNSWIndex(Index):
         super().__init__(dim, metric, **params)
         if self.params["M"] < 2:
             raise ValueError(f"hnsw parameter M must be >= 2, got {self.params['M']}")
-        self._live: set[int] = set()
+        self._live = LabelSet()
         self._deleted = 0
         # Removed labels that may still name their deleted slot in the graph (see ``_add``).
         self._ghosts: set[int] = set()
@@ -66,11 +67,10 @@ class HNSWIndex(Index):
         return len(self._live)
 
     def contains(self, labels: np.ndarray) -> np.ndarray:
-        get = self._live.__contains__
-        return np.fromiter(map(get, labels.tolist()), dtype=bool, count=len(labels))
+        return self._live.contains(labels)
 
     def labels(self) -> np.ndarray:
-        return np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+        return self._live.array()
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         return np.asarray(self._g.get_items(labels, return_type="numpy"), dtype=np.float32)
@@ -92,7 +92,7 @@ class HNSWIndex(Index):
                 + g.get_max_elements() * _SLOT_BYTES
                 + g.element_count * _ELEMENT_BYTES
             )
-        labels = memory.int_container_ram(self._live) + memory.int_container_ram(self._ghosts)
+        labels = self._live.ram_bytes() + memory.int_container_ram(self._ghosts)
         return {"graph": graph, "labels": labels}
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
@@ -108,9 +108,9 @@ class HNSWIndex(Index):
                 self._deleted -= reuse
             if reuse < x.shape[0]:
                 self._g.add_items(x[reuse:], rest[reuse:])
-            self._live.update(labels.tolist())
+            self._live.add(labels)
             if len(self._ghosts) > 2 * self._deleted + _INITIAL_CAPACITY:
-                self._ghosts = set(self._g.get_ids_list()) - self._live
+                self._ghosts = self._dead_in_graph()
 
     def _revive(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Re-adds removed labels into their own deleted slots; returns the other rows.
@@ -136,12 +136,18 @@ class HNSWIndex(Index):
         self._deleted -= int(revive.sum())
         return x[~revive], labels[~revive]
 
+    def _dead_in_graph(self, stored: np.ndarray | None = None) -> set[int]:
+        """Labels the graph still holds (in deleted slots) that are not live."""
+        if stored is None:
+            stored = np.asarray(self._g.get_ids_list(), dtype=np.int64)
+        return set(stored[~self._live.contains(stored)].tolist())
+
     def _remove(self, labels: np.ndarray) -> None:
         with self._lock:
             for lab in labels.tolist():
                 self._g.mark_deleted(lab)
-                self._live.discard(lab)
                 self._ghosts.add(lab)
+            self._live.discard(labels)
             self._deleted += len(labels)
 
     def _to_scores(self, dist: np.ndarray) -> np.ndarray:
@@ -208,6 +214,7 @@ class HNSWIndex(Index):
         if not np.isin(labels, stored).all():
             raise storage.CorruptFileError(path, "live labels missing from the graph")
         self._g = g
-        self._live = set(labels.tolist())
+        self._live = LabelSet()
+        self._live.add(labels)
         self._deleted = count - len(self._live)
-        self._ghosts = set(stored.tolist()) - self._live
+        self._ghosts = self._dead_in_graph(stored)

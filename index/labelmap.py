@@ -248,3 +248,75 @@ class RowStore:
         self.alive = np.ones(labels.shape[0], dtype=bool)
         self.n = labels.shape[0]
         self._reindex()
+
+
+class LabelSet:
+    """A set of non-negative int64 labels as a bitmap by label (one byte each): a collection's
+    labels are dense (0, 1, 2, ...), where a Python set would cost ~60 bytes a label. Labels far
+    beyond the set's size (a standalone index given arbitrary ids) switch it to a Python set."""
+
+    def __init__(self) -> None:
+        self._bits = np.zeros(0, dtype=bool)
+        self._set: set[int] | None = None
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count if self._set is None else len(self._set)
+
+    def _dense_enough(self, top: int) -> bool:
+        return top < max(1 << 20, 8 * (len(self) + 1))
+
+    def add(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if not labels.size:
+            return
+        if self._set is None and not self._dense_enough(int(labels.max())):
+            self._set = set(self.array().tolist())
+        if self._set is not None:
+            self._set.update(labels.tolist())
+            return
+        top = int(labels.max()) + 1
+        if top > self._bits.size:
+            grown = np.zeros(max(top, 2 * self._bits.size, 1024), dtype=bool)
+            grown[: self._bits.size] = self._bits
+            self._bits = grown
+        fresh = np.unique(labels[~self._bits[labels]])
+        self._bits[fresh] = True
+        self._count += int(fresh.size)
+
+    def discard(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels, dtype=np.int64)
+        if self._set is not None:
+            self._set.difference_update(labels.tolist())
+            return
+        labels = labels[(labels >= 0) & (labels < self._bits.size)]
+        gone = np.unique(labels[self._bits[labels]])
+        self._bits[gone] = False
+        self._count -= int(gone.size)
+
+    def contains(self, labels: np.ndarray) -> np.ndarray:
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if self._set is not None:
+            get = self._set.__contains__
+            return np.fromiter(map(get, labels.tolist()), dtype=bool, count=labels.size)
+        inside = (labels >= 0) & (labels < self._bits.size)
+        out = np.zeros(labels.size, dtype=bool)
+        out[inside] = self._bits[labels[inside]]
+        return out
+
+    def __contains__(self, label: int) -> bool:
+        return bool(self.contains(np.array([label]))[0])
+
+    def array(self) -> np.ndarray:
+        """The labels, increasing (int64)."""
+        if self._set is not None:
+            return np.array(sorted(self._set), dtype=np.int64)
+        return np.flatnonzero(self._bits).astype(np.int64)
+
+    def clear(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def ram_bytes(self) -> int:
+        if self._set is not None:
+            return memory.int_container_ram(self._set)
+        return int(self._bits.nbytes)

@@ -95,7 +95,7 @@ def test_filtered_search_equals_brute_force(eng, where, spec):
     for row in res.ids:
         for doc in row:
             if doc is not None:
-                assert col._label_of[doc] in allowed
+                assert col._contents.ids.label(doc) in allowed
     # Exact for flat and for selective filters; hnsw walk otherwise. (None padding never counts:
     # no match left, as for {"year": 1800}, is a recall of 1.)
     assert recall_at_k(res.ids, exp.ids) >= 0.9

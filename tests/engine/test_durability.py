@@ -29,7 +29,7 @@ def vecs(n: int, seed: int) -> np.ndarray:
 
 def snapshot(col) -> dict[str, tuple[bytes, dict]]:
     """id -> (vector bytes, payload) for every live item."""
-    ids = list(col._label_of)
+    ids = col.ids()
     recs = col.get(ids) if ids else []
     return {r.id: (r.vector.tobytes(), r.payload) for r in recs if r is not None}
 

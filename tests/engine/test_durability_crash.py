@@ -488,4 +488,4 @@ def test_readers_see_whole_batches_and_a_prefix_of_the_writes(tmp_path, spec):
         th.join(120)
     assert not errors, errors[:5]
     assert checks[0] > 50
-    assert frozenset(col._label_of) == states[-1]
+    assert frozenset(col.ids()) == states[-1]

@@ -59,7 +59,7 @@ def vec_table(n: int, seed: int = 0) -> tuple[pa.Table, np.ndarray]:
 
 
 def snapshot(col) -> dict:
-    ids = sorted(col._label_of)
+    ids = sorted(col.ids())
     return {r.id: (r.vector.tobytes(), r.payload) for r in col.get(ids)}
 
 

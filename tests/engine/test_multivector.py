@@ -51,7 +51,7 @@ def as_ids(labels: np.ndarray, names: list[str]) -> list[list[str | None]]:
 
 
 def snapshot(col) -> dict[str, tuple[bytes, tuple, dict]]:
-    recs = col.get(sorted(col._label_of)) if len(col) else []
+    recs = col.get(sorted(col.ids())) if len(col) else []
     return {r.id: (r.vector.tobytes(), r.vector.shape, r.payload) for r in recs}
 
 
@@ -224,7 +224,7 @@ def write_ops(col, seed: int, n_ops: int) -> None:
             ids = [f"id-{int(i)}" for i in rng.choice(25, n, replace=False)]
             col.upsert(ids, token_sets(n, seed * 1000 + k), [{"k": k, "t": "é"}] * n)
         else:
-            present = sorted(col._label_of)
+            present = sorted(col.ids())
             col.delete(list(rng.choice(present, min(2, len(present)), replace=False)))
 
 
