@@ -238,7 +238,7 @@ def load(path: Path, m: Manifest, contents: Contents) -> set[str]:
         raise storage.CorruptFileError(
             m.path, f"manifest files {sorted(m.files)} do not match generation {gen}"
         )
-    storage.verify_files(path, m.files)
+    storage.verify_files(path, m.files, mapped=items.mapped_files(gen))
     arrays = items.read(path, gen, count)
     table, labels, ids = load_rows(path / rows, count, m.next_label)
     index_dir = path / m.index_dir
@@ -253,6 +253,30 @@ def load(path: Path, m: Manifest, contents: Contents) -> set[str]:
     items.install(arrays, labels)
     contents.install(ids, labels, table, m.next_label)
     return in_use
+
+
+def verify(path: Path) -> int:
+    """Hashes every file of the checkpoint in ``path`` (the collection's files, and those the
+    index and lexical manifests list, inner indexes included) against its manifest, whatever
+    the verification mode of the open. Returns the bytes checked.
+
+    Raises:
+        CorruptFileError: the first file that is missing, of the wrong size or corrupted.
+    """
+    m = read_manifest(path)
+    checked = [(path, m.files)]
+    dirs = [path / m.index_dir] + ([path / m.lexical_dir] if isinstance(m.lexical_dir, str) else [])
+    for top in dirs:
+        for sub in sorted({top, *(p.parent for p in top.rglob("*.json"))}):
+            for name in (ix.base.MANIFEST, "lexical.json"):
+                if (sub / name).is_file():
+                    checked.append((sub, storage.read_manifest(sub / name).get("files")))
+    with storage.verification("full"):
+        for directory, files in checked:
+            storage.verify_files(directory, files)
+    return sum(
+        int(e["size"]) for _, files in checked if isinstance(files, dict) for e in files.values()
+    )
 
 
 def load_rows(path: Path, count: int, next_label: int) -> tuple[pa.Table, np.ndarray, list[str]]:

@@ -282,6 +282,7 @@ class Collection(WriteMixin, SearchMixin):
         durability: str = "fsync",
         checkpoint_bytes: int = CHECKPOINT_BYTES,
         checkpoint_seconds: float | None = None,
+        verify: str = "full",
     ) -> Collection:
         """Opens a collection directory: verifies every file, then replays the log.
 
@@ -293,6 +294,11 @@ class Collection(WriteMixin, SearchMixin):
                 (once it reaches the OS: survives a killed process, not a power cut).
             checkpoint_bytes: checkpoint once the log grows past this many bytes.
             checkpoint_seconds: also checkpoint at the first write this long after the last one.
+            verify: ``"full"`` hashes every file against its SHA-256 before use; ``"quick"``
+                skips the hash of the memory-mapped vector and token arrays (their size, header
+                and shape are still checked), whose pages a search then reads on demand. Files a
+                native library parses (hnswlib, faiss) or that load into RAM are always hashed.
+                ``verify()`` hashes everything later.
 
         Raises:
             CorruptFileError: a file fails its checksum, or the log is corrupted before its end;
@@ -300,8 +306,20 @@ class Collection(WriteMixin, SearchMixin):
             CollectionLockedError: another process has it open for writing (unless read-only).
         """
         durability = wal.check_durability(durability)
-        if read_only:
-            return cls._open_read_only(path, name)
+        with storage.verification(verify):
+            if read_only:
+                return cls._open_read_only(path, name)
+            return cls._open_writable(path, name, durability, checkpoint_bytes, checkpoint_seconds)
+
+    @classmethod
+    def _open_writable(
+        cls,
+        path: Path,
+        name: str,
+        durability: str,
+        checkpoint_bytes: int,
+        checkpoint_seconds: float | None,
+    ) -> Collection:
         with locking.claimed(path, name) as claim:
             prev = claim.owner()
             if prev is not None:
@@ -335,6 +353,16 @@ class Collection(WriteMixin, SearchMixin):
         col.read_only = True
         col._closed_because = "it was opened with read_only=True"
         return col
+
+    def verify(self) -> int:
+        """Hashes every file of the current checkpoint against its manifest (what a full open
+        checks, for a collection opened with ``verify="quick"``). Returns the bytes checked.
+
+        Raises:
+            CorruptFileError: names the first bad file.
+        """
+        with self._lock.read():
+            return checkpoint.verify(self.path)
 
     def refresh(self) -> None:
         """Re-reads a read-only collection from disk: the newest checkpoint plus the log."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import index as ix
 from encoders import Encoder
+from index import storage
 from index.lexical import check_config as check_lexical_config
 
 from . import encoding, locking, wal
@@ -84,6 +85,9 @@ class Engine:
             (``Collection.refresh()`` catches up). Writes raise ``ReadOnlyError``.
         checkpoint_bytes: collections checkpoint once their log passes this size (64 MiB).
         checkpoint_seconds: and at the first write this long after their last checkpoint.
+        verify: how opening a collection checks its files: ``"full"`` (every file's SHA-256)
+            or ``"quick"`` (memory-mapped vectors and tokens by size and shape only; see
+            ``Collection.open`` and ``Collection.verify``).
 
     Example:
         >>> eng = Engine("./vecdex-data")
@@ -99,8 +103,10 @@ class Engine:
         read_only: bool = False,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
         checkpoint_seconds: float | None = None,
+        verify: str = "full",
     ) -> None:
         self.path = Path(path)
+        self.verify = storage.check_verify(verify)
         self.read_only = bool(read_only)
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"{self.path} exists and is not a directory")
@@ -242,7 +248,12 @@ class Engine:
             if not (path / MANIFEST).exists():
                 raise CollectionNotFoundError(name)
             col = Collection.open(
-                path, name, read_only=ro, durability=durability or "fsync", **self._settings
+                path,
+                name,
+                read_only=ro,
+                durability=durability or "fsync",
+                verify=self.verify,
+                **self._settings,
             )
             cache[name] = col
             return col

@@ -83,6 +83,11 @@ class ItemStore(ABC):
     def files(gen: int) -> tuple[str, ...]:
         """The store's files in generation ``gen`` of a checkpoint."""
 
+    @classmethod
+    def mapped_files(cls, gen: int) -> tuple[str, ...]:
+        """The files of generation ``gen`` that ``read`` memory-maps (the items themselves)."""
+        return cls.files(gen)[:1]
+
     @abstractmethod
     def save(self, path: Path, gen: int) -> tuple[tuple[str, ...], np.ndarray]:
         """Writes the live items as generation ``gen`` in ``path`` without compacting (searches

@@ -92,6 +92,9 @@ class BaseIndex(ABC, Generic[Batch]):
     # The files a kind saves -> the part of ``memory_usage`` they belong to (``index.json``:
     # "manifest"; any other: "other").
     file_parts: ClassVar[dict[str, str]] = {}
+    # Saved files that ``load`` memory-maps (never parsed by a native library): a quick open
+    # (``storage.verification("quick")``) checks their size, not their SHA-256.
+    mapped_files: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0:
@@ -268,12 +271,15 @@ class BaseIndex(ABC, Generic[Batch]):
         config = manifest.get("config")
         if not isinstance(config, dict):
             raise storage.CorruptFileError(mpath, "manifest lacks a config object")
-        storage.verify_files(directory, manifest.get("files"))
         config = dict(config)
         try:
             klass = _spec.class_of(config.pop("kind"), cls.multi_vector)
             if not issubclass(klass, cls):
                 raise ValueError(f"holds a {klass.__name__}, not a {cls.__name__}")
+        except (KeyError, TypeError, ValueError) as e:
+            raise storage.CorruptFileError(mpath, f"invalid index manifest: {e}") from None
+        storage.verify_files(directory, manifest.get("files"), mapped=klass.mapped_files)
+        try:
             idx: Self = klass(**config)
             # Only files the manifest lists (and that were just verified) may shape the load.
             idx._load_files(directory, manifest)

@@ -32,6 +32,7 @@ class FlatIndex(Index):
 
     kind = "flat"
     file_parts = {"vectors.npy": "vectors", "labels.npy": "labels"}
+    mapped_files = frozenset({"vectors.npy"})
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         super().__init__(dim, metric, **params)

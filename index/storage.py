@@ -10,7 +10,9 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -172,9 +174,39 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def verify_files(directory: str | os.PathLike[str], files: Any) -> None:
-    """Checks each listed file's size and SHA-256; raises CorruptFileError naming the bad one."""
+# How much ``verify_files`` checks when a collection or index opens (``verification``):
+# "full" hashes every file; "quick" skips the SHA-256 of the files a loader memory-maps (vectors,
+# tokens), checking their size only: those are never parsed by a native library, and reading
+# them whole would cost the open a second per GB or more. ``verify_files(..., mapped=())`` names
+# them; ``Collection.verify()`` / ``vecdex verify`` hash everything on demand.
+VERIFY_MODES = ("full", "quick")
+_verify: ContextVar[str] = ContextVar("vecdex_verify", default="full")
+
+
+def check_verify(mode: str) -> str:
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {mode!r}")
+    return mode
+
+
+@contextmanager
+def verification(mode: str) -> Iterator[None]:
+    """Opens (``verify_files`` calls) inside use ``mode`` ("full" or "quick")."""
+    token = _verify.set(check_verify(mode))
+    try:
+        yield
+    finally:
+        _verify.reset(token)
+
+
+def verify_files(
+    directory: str | os.PathLike[str], files: Any, mapped: Collection[str] = ()
+) -> None:
+    """Checks each listed file's size and SHA-256; raises CorruptFileError naming the bad one.
+
+    Under ``verification("quick")`` the files named in ``mapped`` get the size check only."""
     directory = Path(directory)
+    quick = _verify.get() == "quick"
     if not isinstance(files, dict):
         raise CorruptFileError(directory, "manifest 'files' is not a mapping")
     for name, entry in files.items():
@@ -190,5 +222,7 @@ def verify_files(directory: str | os.PathLike[str], files: Any) -> None:
             raise CorruptFileError(
                 path, f"size {size} bytes, manifest says {entry['size']} (truncated?)"
             )
+        if quick and name in mapped:
+            continue
         if sha256_file(path) != entry["sha256"]:
             raise CorruptFileError(path, "SHA-256 does not match the manifest (corrupted)")
