@@ -200,8 +200,8 @@ class QuantizedIndex(Index):
     def _search(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        oversample = int(params.get("oversample", self.params["oversample"]))
-        rescore = int(params.get("rescore", self.params["rescore"]))
+        oversample = int_param(params, "oversample", self.params["oversample"])
+        rescore = int_param(params, "rescore", self.params["rescore"])
         if oversample < 1:
             raise ValueError(f"oversample must be >= 1, got {oversample}")
         if rescore not in (0, 1):
@@ -301,6 +301,16 @@ def pair_scores(q: np.ndarray, vecs: np.ndarray, rows: np.ndarray, metric: Metri
     ok = rows >= 0
     out = 2.0 * dots - q_sq[:, None] - b_sq[np.where(ok, rows, 0)]
     return np.where(ok, out, -np.inf).astype(np.float32, copy=False)
+
+
+def int_param(params: dict[str, Any], key: str, default: int) -> int:
+    """A per-call integer search parameter; a float that is a whole number (what JSON and
+    protobuf Structs carry, e.g. from gRPC) is taken, any other value is a ValueError."""
+    value = params.get(key, default)
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value != int(value):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    return int(value)
 
 
 def train_sample(x: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import storage
 from .metric import Metric
-from .quantized import QuantizedIndex, check_ids, train_sample
+from .quantized import QuantizedIndex, check_ids, int_param, train_sample
 
 # faiss' bundled SWIG stubs disagree with its runtime API (SearchParametersHNSW, downcasts).
 faiss: Any = _faiss
@@ -224,7 +224,7 @@ class _HNSWCodesIndex(QuantizedIndex):
     def _codes_search(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None, params: dict[str, Any]
     ) -> tuple[np.ndarray, np.ndarray]:
-        ef = int(params.get("ef", self.params["ef"]))
+        ef = int_param(params, "ef", self.params["ef"])
         if ef < 1:
             raise ValueError(f"ef must be >= 1, got {ef}")
         # faiss' walk stops on distances alone, whatever the selector lets through: to find

@@ -20,7 +20,7 @@ from .base import MANIFEST
 from .inner import INNER_DIR
 from .ivf import IVFIndex
 from .metric import Metric
-from .quantized import QuantizedIndex
+from .quantized import QuantizedIndex, int_param
 
 # The inner index's memory parts -> ours.
 _PARTS = {
@@ -107,7 +107,7 @@ class PQIndex(QuantizedIndex):
     def _codes_search(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None, params: dict[str, Any]
     ) -> tuple[np.ndarray, np.ndarray]:
-        extra = {"nprobe": params["nprobe"]} if "nprobe" in params else {}
+        extra = {"nprobe": int_param(params, "nprobe", 0)} if "nprobe" in params else {}
         # The inner index answers small allowed sets from its reconstructions; ours come first.
         return self._inner.search(q, k, allowed=allowed, **extra)
 

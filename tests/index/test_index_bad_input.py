@@ -9,12 +9,13 @@ import pytest
 import index
 
 DIM = 8
-SPECS = ["flat", "hnsw", "ivf:nlist=2", "ivf:nlist=2,pq=4,nbits=4"]
+SPECS = ["flat", "hnsw", "ivf:nlist=2", "ivf:nlist=2,pq=4,nbits=4", "sq8", "binary", "pq:nlist=2"]
 
 
 @pytest.fixture(params=SPECS)
 def idx(request):
-    """A small index of each kind (the IVFs hold 100 vectors: trained IVF-Flat, untrained PQ)."""
+    """A small index of each kind (the IVFs hold 100 vectors: trained IVF-Flat, untrained PQ;
+    the quantized kinds are untrained too: their validation is the base class's either way)."""
     i = index.from_spec(request.param, DIM, "l2")
     i.add(np.random.default_rng(0).normal(size=(100, DIM)), np.arange(100))
     return i

@@ -157,6 +157,18 @@ def test_bad_search_parameters_are_named(built, data, kind):
         idx.search(q, 5, oversample=0)
     with pytest.raises(ValueError, match=r"rescore must be 0 or 1, got 3"):
         idx.search(q, 5, rescore=3)
+    with pytest.raises(ValueError, match=r"oversample must be an integer, got 2\.5"):
+        idx.search(q, 5, oversample=2.5)
+    with pytest.raises(ValueError, match=r"rescore must be an integer, got 'yes'"):
+        idx.search(q, 5, rescore="yes")
+    width = "nprobe" if kind == "pq" else "ef"
+    with pytest.raises(ValueError, match=rf"{width} must be an integer, got nan"):
+        idx.search(q, 5, **{width: float("nan")})
+    # Whole floats (what a protobuf Struct carries from gRPC) are integers.
+    np.testing.assert_array_equal(
+        idx.search(q, 5, oversample=3.0, **{width: 32.0})[1],
+        idx.search(q, 5, oversample=3, **{width: 32})[1],
+    )
     other = "nprobe" if kind != "pq" else "ef"
     with pytest.raises(ValueError, match=rf"unknown {kind} search parameter\(s\) \['{other}'\]"):
         idx.search(q, 5, **{other: 8})
