@@ -3,8 +3,9 @@
 The index keeps every token in full (float16, memory-mapped once saved: the truth, read only by
 a save) and, beside each token in its ``TokenStore``, a compact code that scoring reads:
 
-- ``int8``: each token scaled by its largest absolute coordinate to int8 (``codes``, d bytes)
-  with that scale (``scales``, float32): d + 4 bytes per token, 0.52x float16 at d = 128.
+- ``int8``: each token scaled by its largest absolute coordinate to int8 (``codes``, d bytes);
+  a cosine index re-normalises decoded tokens instead of storing the scale (d bytes per token:
+  0.5x float16), an ``ip`` one keeps it (``scales``, float32: d + 4 bytes).
 - ``res4`` / ``res2``: residual codes against k-means centroids, as ColBERTv2 and PLAID store
   their tokens (Santhanam et al., NAACL 2022): a token is its nearest centroid (``centroid_ids``,
   uint16) plus its residual quantized per dimension to 4 or 2 bits (``codes``, packed), decoded
@@ -116,29 +117,39 @@ def _normalized(x: torch.Tensor) -> torch.Tensor:
 # ---- int8 ------------------------------------------------------------------------------------
 class Int8Codec(TokenCodec):
     """Symmetric int8 per token: ``code = round(x / s)``, ``s = max |x_j| / 127``. A scale per
-    token (not per dimension) needs no training, so appends never re-code older tokens."""
+    token (not per dimension) needs no training, so appends never re-code older tokens. Cosine
+    tokens are unit vectors, so their scale is not stored: a decoded token is its codes
+    L2-normalised (d bytes per token, exactly half of float16); ``ip`` tokens keep it
+    (``scales``, float32: d + 4 bytes)."""
 
     name = "int8"
 
     def columns(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
-        return {"codes": (np.int8, (self.dim,)), "scales": (np.float32, ())}
+        cols: dict[str, tuple[Any, tuple[int, ...]]] = {"codes": (np.int8, (self.dim,))}
+        if not self.normalize:
+            cols["scales"] = (np.float32, ())
+        return cols
 
     def encode(self, tokens: np.ndarray) -> dict[str, np.ndarray]:
         x = np.asarray(tokens, dtype=np.float32)
         peak = np.abs(x).max(axis=1)
         scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
         codes = np.clip(np.rint(x / scales[:, None]), -127, 127).astype(np.int8)
-        return {"codes": codes, "scales": scales}
+        return {"codes": codes} if self.normalize else {"codes": codes, "scales": scales}
 
     def decode(self, cols: dict[str, np.ndarray], dev: torch.device) -> torch.Tensor:
         import torch
 
         want = _kernel_dtype(dev)
         codes = torch.from_numpy(np.ascontiguousarray(cols["codes"])).to(dev, non_blocking=True)
+        if self.normalize:
+            return _normalized(codes.to(want))
         scales = torch.from_numpy(np.ascontiguousarray(cols["scales"])).to(dev, non_blocking=True)
         return codes.to(want).mul_(scales.to(want)[:, None])
 
     def load(self, directory: Path, store: TokenStore, state: dict[str, Any]) -> None:
+        if self.normalize:
+            return
         scales = store.blocks("scales").block(0, store.n_tokens)
         if (scales <= 0).any():
             raise storage.CorruptFileError(directory / "scales.npy", "scales must be positive")
@@ -261,32 +272,47 @@ class ResidualCodec(TokenCodec):
             store.set_column(c, np.concatenate(vs))
 
     # -- decoding --
+    def _byte_table(self) -> np.ndarray:
+        """(width * 256, per_byte) float32: the bucket values a byte at position j decodes to
+        (row ``256 * j + byte``); dimensions past ``dim`` (padding) decode to 0."""
+        width = -(-self.dim // self.per_byte)
+        mask = (1 << self.bits) - 1
+        byte = np.arange(256)
+        table = np.zeros((width, 256, self.per_byte), dtype=np.float32)
+        for k in range(self.per_byte):
+            dims = np.arange(width) * self.per_byte + k
+            ok = dims < self.dim
+            bucket = (byte >> (k * self.bits)) & mask  # (256,)
+            table[ok, :, k] = self.buckets[bucket[None, :], dims[ok][:, None]]
+        return table.reshape(width * 256, self.per_byte)
+
     def _tables(self, dev: torch.device) -> tuple[Any, ...]:
         import torch
 
         if self._dev_tables is None or self._dev_tables[0] != dev:
             assert self.centroids is not None
             want = _kernel_dtype(dev)
-            # Flat lookup of the bucket values: entry (bucket * dim + j).
+            width = -(-self.dim // self.per_byte)
             self._dev_tables = (
                 dev,
                 torch.from_numpy(self.centroids).to(dev, want),
-                torch.from_numpy(np.ascontiguousarray(self.buckets).reshape(-1)).to(dev, want),
-                torch.arange(self.dim, device=dev),
-                torch.arange(self.per_byte, device=dev, dtype=torch.uint8) * self.bits,
+                torch.from_numpy(self._byte_table()).to(dev, want),
+                torch.arange(width, device=dev) * 256,
             )
         return self._dev_tables
 
     def decode(self, cols: dict[str, np.ndarray], dev: torch.device) -> torch.Tensor:
+        """One gather of the byte table per code byte (all its dimensions at once) plus one of
+        the centroids: no bit arithmetic per dimension."""
         import torch
+        import torch.nn.functional as F
 
-        _, centroids, buckets, dims, shifts = self._tables(dev)
+        _, centroids, table, starts = self._tables(dev)
         ids = torch.from_numpy(np.ascontiguousarray(cols["centroid_ids"]).astype(np.int64))
         packed = torch.from_numpy(np.ascontiguousarray(cols["codes"])).to(dev, non_blocking=True)
-        mask = (1 << self.bits) - 1
-        q = (packed[:, :, None] >> shifts).bitwise_and_(mask).reshape(packed.shape[0], -1)
-        q = q[:, : self.dim].long()
-        x = centroids.index_select(0, ids.to(dev)) + torch.take(buckets, q * self.dim + dims)
+        vals = F.embedding(packed.long() + starts, table).reshape(packed.shape[0], -1)
+        x = F.embedding(ids.to(dev), centroids)
+        x += vals if vals.shape[1] == self.dim else vals[:, : self.dim]
         return _normalized(x) if self.normalize else x
 
     # -- persistence --

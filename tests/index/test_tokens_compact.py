@@ -122,7 +122,10 @@ def test_memory_usage_reports_codes_apart(built, docs, tmp_path):
     f16 = built["f16"].memory_usage()
     assert "codes" not in f16 and f16["tokens"]["ram"] == n_tokens * D * 2 + offsets
     int8 = built["int8"].memory_usage()
-    assert int8["codes"]["ram"] == n_tokens * (D + 4)
+    assert int8["codes"]["ram"] == n_tokens * D  # cosine: no scales, half of float16
+    ip_int8 = index.from_spec("chamfer:tokens=int8", D, "ip")  # ip keeps a scale per token
+    ip_int8.add(docs[:50], np.arange(50))
+    assert ip_int8.memory_usage()["codes"]["ram"] == sum(len(d) for d in docs[:50]) * (D + 4)
     res2 = built["res2"]
     codec = res2._codec
     book = codec.centroids.nbytes + codec.cutoffs.nbytes + codec.buckets.nbytes
@@ -217,17 +220,22 @@ def test_int8_codes_round_trip_within_half_a_step():
 
 # ---- corruption --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def saved_dirs(built, tmp_path_factory) -> dict[str, Path]:
+def saved_dirs(built, docs, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("compact")
     out = {}
     for codec in CODECS:
         built[codec].save(root / codec)
         out[codec] = root / codec
+    ip = index.from_spec("chamfer:tokens=int8", D, "ip")  # keeps a scale per token
+    ip.add(docs[:100], np.arange(100))
+    ip.save(root / "int8-ip")
+    out["int8-ip"] = root / "int8-ip"
     return out
 
 
 CODE_FILES = {
-    "int8": ["codes.npy", "scales.npy"],
+    "int8": ["codes.npy"],
+    "int8-ip": ["codes.npy", "scales.npy"],
     "res4": ["codes.npy", "centroid_ids.npy", "centroids.npy", "cutoffs.npy", "buckets.npy"],
     "res2": ["codes.npy", "centroid_ids.npy", "centroids.npy", "cutoffs.npy", "buckets.npy"],
 }
@@ -238,7 +246,7 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("codec", [*CODECS, "int8-ip"])
 @pytest.mark.parametrize("how", ["flip", "truncate"])
 def test_damaged_code_files_are_named(saved_dirs, codec, how, tmp_path):
     names = json.loads((saved_dirs[codec] / "index.json").read_text())["files"]
@@ -269,8 +277,9 @@ def _craft(d: Path, name: str, array: np.ndarray) -> None:
         ("int8", "codes.npy", lambda a: a[:, :-1]),
         ("int8", "codes.npy", lambda a: a[:-1]),
         ("int8", "codes.npy", lambda a: a.astype(np.int16)),
-        ("int8", "scales.npy", lambda a: -a),
-        ("int8", "scales.npy", lambda a: np.where(np.arange(a.size) == 3, np.nan, a)),
+        ("int8-ip", "scales.npy", lambda a: -a),
+        ("int8-ip", "scales.npy", lambda a: np.where(np.arange(a.size) == 3, np.nan, a)),
+        ("int8-ip", "scales.npy", lambda a: a[:-1]),
         ("res4", "centroid_ids.npy", lambda a: np.full_like(a, 65535)),
         ("res4", "centroid_ids.npy", lambda a: a.astype(np.int64)),
         ("res4", "codes.npy", lambda a: a[:, :-1]),
@@ -295,3 +304,29 @@ def test_manifest_codes_state_is_checked(saved_dirs, tmp_path):
         (d / "index.json").write_text(json.dumps(m))
         with pytest.raises(CorruptFileError, match=r"index\.json: .*token_codes"):
             index.load(d)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+@pytest.mark.parametrize("dim", [10, 16])  # 10: the last code byte is part padding
+def test_residual_decode_matches_a_reference(bits, dim):
+    import torch
+
+    from index.token_codes import ResidualCodec
+
+    rng = np.random.default_rng(bits + dim)
+    x = rng.standard_normal((3000, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    codec = ResidualCodec(dim, normalize=True, bits=bits)
+    cols = codec.encode(x)
+    assert cols["codes"].shape == (3000, -(-dim * bits // 8))
+    got = codec.decode(cols, torch.device("cpu")).numpy()
+    # Unpack the codes by hand: value j of a byte is in bits j*b .. j*b + b - 1.
+    per = 8 // bits
+    q = np.stack([(cols["codes"] >> (j * bits)) & ((1 << bits) - 1) for j in range(per)], -1)
+    q = q.reshape(3000, -1)[:, :dim]
+    want = codec.centroids[cols["centroid_ids"]] + codec.buckets[q, np.arange(dim)]
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # The buckets hold the residuals: decoding is closer to the tokens than the centroids are.
+    err = np.linalg.norm(got - x, axis=1).mean()
+    assert err < np.linalg.norm(codec.centroids[cols["centroid_ids"]] - x, axis=1).mean()
