@@ -82,7 +82,10 @@ TEXTS = [
 
 
 # ---- raw token sets --------------------------------------------------------------------------
-@pytest.mark.parametrize("spec", [SPEC, "chamfer", "token_ann:k_tokens=4"])
+@pytest.mark.parametrize(
+    "spec",
+    [SPEC, "chamfer", "token_ann:k_tokens=4", SPEC + ",tokens=int8", "chamfer:tokens=res2"],
+)
 def test_results_equal_the_index_level_index(eng, spec):
     docs, names = token_sets(60, 0), ids_of(60)
     col = eng.create_collection("mv", dim=DIM, index=spec)

@@ -228,12 +228,13 @@ def test_deletes_are_never_returned_and_readds_work(small):
     assert got[0, 0] == labels[0]
 
 
-def test_heavy_deletes_compact_the_token_store():
+@pytest.mark.parametrize("tokens", ["f16", "int8", "res4"])
+def test_heavy_deletes_compact_the_token_store(tokens):
     docs, queries = clustered(2, 600, 8, topics=10)
     labels = np.arange(600, dtype=np.int64)
-    idx = MuveraIndex(D, k_sim=3, d_proj=8, r_reps=4, inner="flat", candidates=600)
+    idx = MuveraIndex(D, k_sim=3, d_proj=8, r_reps=4, inner="flat", candidates=600, tokens=tokens)
     idx.add(docs, labels)
-    ex = ChamferIndex(D)
+    ex = ChamferIndex(D, tokens=tokens)  # the same codes: compaction must keep them aligned
     ex.add(docs, labels)
     tokens_before = idx._store.n_tokens
     gone = labels[labels % 2 == 0]
@@ -297,7 +298,16 @@ def test_save_load_gives_identical_results(small, tmp_path):
     assert manifest["type"] == "MuveraIndex" and manifest["config"]["kind"] == "muvera"
 
 
-@pytest.mark.parametrize("kind", ["chamfer", "token_ann:k_tokens=6,inner=hnsw,inner_M=8"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "chamfer",
+        "token_ann:k_tokens=6,inner=hnsw,inner_M=8",
+        "chamfer:tokens=int8",
+        "chamfer:tokens=res2",
+        "token_ann:k_tokens=6,inner=hnsw,inner_M=8,tokens=res4",
+    ],
+)
 def test_baselines_save_load_delete_filter(small, tmp_path, kind):
     idx = build(kind, small)
     docs, queries, labels = small
