@@ -87,6 +87,8 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
         **{n: "codes" for n in ("codes.npy", "scales.npy", "centroid_ids.npy")},
         **{n: "codes" for n in ("centroids.npy", "cutoffs.npy", "buckets.npy")},
     }
+    # The full tokens are memory-mapped (only numpy reads them): a quick open checks their size.
+    mapped_files: ClassVar[frozenset[str]] = frozenset({"tokens.npy"})
     # An allowed set at most this large is scored exactly (Chamfer over the subset).
     exact_filter_max: ClassVar[int] = 1024
     exact_filter_fraction: ClassVar[float] = 0.0

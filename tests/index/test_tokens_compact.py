@@ -330,3 +330,15 @@ def test_residual_decode_matches_a_reference(bits, dim):
     # The buckets hold the residuals: decoding is closer to the tokens than the centroids are.
     err = np.linalg.norm(got - x, axis=1).mean()
     assert err < np.linalg.norm(codec.centroids[cols["centroid_ids"]] - x, axis=1).mean()
+
+
+def test_quick_open_still_hashes_the_codes(saved_dirs, tmp_path):
+    """A quick open skips the SHA-256 of the memory-mapped full tokens only: the codes that
+    scoring reads are loaded into RAM and always hashed."""
+    d = _copy(saved_dirs["int8"], tmp_path / "d")
+    data = bytearray((d / "codes.npy").read_bytes())
+    data[-5] ^= 0x10
+    (d / "codes.npy").write_bytes(bytes(data))
+    with storage.verification("quick"), pytest.raises(CorruptFileError, match=r"codes\.npy"):
+        index.load(d)
+    assert index.MultiVectorIndex.mapped_files == {"tokens.npy"}
