@@ -251,7 +251,10 @@ def load(path: Path, m: Manifest, contents: Contents) -> set[str]:
         contents.lexical = load_lexical(path / lexical_dir, contents.lexical.config, labels)
         in_use.add(lexical_dir)
     items.install(arrays, labels)
-    contents.install(ids, labels, table, m.next_label)
+    try:
+        contents.install(ids, labels, table, m.next_label)
+    except ValueError as e:  # a duplicate id
+        raise storage.CorruptFileError(path / rows, str(e)) from None
     return in_use
 
 
@@ -279,17 +282,18 @@ def verify(path: Path) -> int:
     )
 
 
-def load_rows(path: Path, count: int, next_label: int) -> tuple[pa.Table, np.ndarray, list[str]]:
-    """The rows table with its labels and ids, checked against the manifest's counts."""
+def load_rows(path: Path, count: int, next_label: int) -> tuple[pa.Table, np.ndarray, pa.Array]:
+    """The rows table with its labels and ids (an Arrow string array: no Python string per
+    id is made), checked against the manifest's counts (``IdMap.install`` finds duplicates)."""
     try:
         table = pq.read_table(path)
         labels = table.column("_label").to_numpy().astype(np.int64)
-        ids = table.column("_id").to_pylist()
+        ids = table.column("_id").combine_chunks()
     except (pa.ArrowException, KeyError, OSError) as e:
         raise storage.CorruptFileError(path, f"unreadable rows table: {e}") from None
     if (
         len(ids) != count
-        or len(set(ids)) != count
+        or ids.null_count
         or (labels.size and (labels.min() < 0 or labels.max() >= next_label))
     ):
         raise storage.CorruptFileError(path, "ids/labels inconsistent with the manifest")

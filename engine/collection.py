@@ -241,6 +241,7 @@ class Collection(WriteMixin, SearchMixin):
             self._checkpoint_at = time.monotonic()
             if self._wal is not None:
                 self._wal.checkpointed(seq)
+            usage.release_freed()
             checkpoint.remove_stale(self.path, keep)
 
     @classmethod
@@ -396,6 +397,7 @@ class Collection(WriteMixin, SearchMixin):
                 state.records,
                 state.vectors,
             )
+        usage.release_freed()
         return col, state
 
     def close(self) -> None:

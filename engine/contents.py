@@ -120,7 +120,7 @@ class Contents:
         if self.lexical is not None:
             self.lexical.remove(labels)
 
-    def install(self, ids: list[str], labels: np.ndarray, table: pa.Table, next_label: int) -> None:
+    def install(self, ids: pa.Array, labels: np.ndarray, table: pa.Table, next_label: int) -> None:
         """Takes a checkpoint's ids, labels and payloads (the items are installed apart)."""
         self.payloads.load(labels, table)
         self.ids.install(ids, labels, next_label)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from index import memory
 from index.ragged import ragged_arange
@@ -29,6 +30,7 @@ _MIN_CAPACITY = 1024
 # The recent dict is merged into the sorted base once it passes this size or a sixteenth of the
 # base: a merge sorts the base again (numpy), a few microseconds per id written in all.
 _MIN_RECENT = 4096
+_HASH_CHUNK = 65536  # ids turned into Python strings at once when a checkpoint is installed
 
 
 class IdMap:
@@ -135,24 +137,48 @@ class IdMap:
             if self._recent.get(key) == lab:
                 del self._recent[key]
 
-    def install(self, ids: Sequence[str], labels: np.ndarray, next_label: int) -> None:
-        """Takes a checkpoint's live ``ids`` under ``labels`` (unique, < ``next_label``)."""
-        order = np.argsort(labels, kind="stable")
-        labels = np.asarray(labels, dtype=np.int64)[order]
-        raw = [ids[i].encode() for i in order.tolist()]
-        lens = np.zeros(next_label, dtype=np.int64)
-        lens[labels] = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    def install(self, ids: pa.Array | Sequence[str], labels: np.ndarray, next_label: int) -> None:
+        """Takes a checkpoint's live ``ids`` (an Arrow string array, or strings) under
+        ``labels`` (unique, < ``next_label``). An Arrow array's bytes are taken as they are, and
+        its ids hashed a chunk at a time, so no Python string per id outlives its chunk."""
+        arr = ids if isinstance(ids, pa.Array) else pa.array(list(ids), pa.string())
+        arr = arr.cast(pa.large_string())
+        labels = np.asarray(labels, dtype=np.int64)
+        n = len(arr)
+        off = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + n + 1]
+        data = np.frombuffer(arr.buffers()[2], np.uint8) if n else np.empty(0, np.uint8)
+        lens = np.diff(off)
+        if n > 1 and not np.all(labels[1:] > labels[:-1]):
+            order = np.argsort(labels, kind="stable")
+            self._buf = data[ragged_arange(off[:-1][order], lens[order])]
+            labels, lens = labels[order], lens[order]
+        else:
+            order = None
+            self._buf = data[off[0] : off[-1]].copy()
+        by_label = np.zeros(next_label, dtype=np.int64)
+        by_label[labels] = lens
         self._off = np.zeros(next_label + 1, dtype=np.int64)
-        np.cumsum(lens, out=self._off[1:])
-        self._buf = np.frombuffer(b"".join(raw), dtype=np.uint8).copy()
+        np.cumsum(by_label, out=self._off[1:])
         self._alive = np.zeros(next_label, dtype=bool)
         self._alive[labels] = True
         self._labels_end = next_label
-        self._count = len(raw)
+        self._count = n
         self._dead_bytes = 0
         self._recent = {}
-        hashes = np.fromiter((hash(ids[i]) for i in order.tolist()), np.int64, len(raw))
-        self._set_base(hashes, labels)
+        hashes = np.empty(n, dtype=np.int64)
+        for a in range(0, n, _HASH_CHUNK):
+            chunk = arr.slice(a, _HASH_CHUNK).to_pylist()
+            hashes[a : a + len(chunk)] = np.fromiter(map(hash, chunk), np.int64, len(chunk))
+        self._set_base(hashes if order is None else hashes[order], labels)
+        self._check_unique()
+
+    def _check_unique(self) -> None:
+        """Raises ValueError naming an id held under two labels (equal hashes, equal bytes)."""
+        same = np.flatnonzero(self._hashes[1:] == self._hashes[:-1])
+        for i in same.tolist():
+            a, b = self._hash_labels[i : i + 2].tolist()
+            if self._bytes(a) == self._bytes(b):
+                raise ValueError(f"id {self.id(a)!r} is held twice (labels {a} and {b})")
 
     def compact(self) -> None:
         """Merges the recent ids into the base and drops dead ids' bytes and hashes (called at

@@ -156,8 +156,11 @@ class PayloadStore:
         fields = [f for f in table.schema if f.name not in ("_label", "_id")]
         self.schema = pa.schema(fields)
         cols = [f.name for f in fields]
-        rows = table.select(cols).to_pylist() if cols else [{} for _ in range(len(labels))]
         self.by_label = {}
+        self.version += 1
+        if not cols:  # bare vectors: nothing to hold
+            return
+        rows = table.select(cols).to_pylist()
         for lab, row in zip(labels.tolist(), rows, strict=True):
             p = {k: v for k, v in row.items() if v is not None}
             if p:

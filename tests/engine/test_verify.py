@@ -88,3 +88,26 @@ def test_verify_on_a_clean_collection(tmp_path, capsys):
 def test_bad_verify_mode(tmp_path):
     with pytest.raises(ValueError, match="verify must be one of full, quick"):
         Engine(tmp_path, verify="lazy")
+
+
+def test_a_rows_table_holding_an_id_twice_is_corrupt(tmp_path):
+    """A crafted rows table (manifest checksums updated) with one id under two labels."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from index import storage
+
+    build(tmp_path, "flat")
+    d = tmp_path / "c"
+    rows = d / "rows.2.parquet"
+    table = pq.read_table(rows)
+    ids = table.column("_id").to_pylist()
+    ids[7] = ids[3]
+    pq.write_table(table.set_column(1, "_id", pa.array(ids, pa.string())), rows)
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["files"]["rows.2.parquet"] = storage.file_entry(rows)
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptFileError, match=r"rows.2.parquet: id 'd3' is held twice"):
+        Engine(tmp_path).open_collection("c")
