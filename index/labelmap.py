@@ -210,6 +210,9 @@ class RowStore:
                 keep = self.alive[start + a : start + min(len(rows), a + step)]
                 chunk = rows[a : a + step]
                 yield chunk if keep.all() else chunk[keep]
+                # A mapped chunk, once written, leaves the resident set (the page cache keeps
+                # it): rewriting a large base does not pull the whole file into the process.
+                memory.drop_pages(chunk)
 
     def write(self, path: str | os.PathLike[str]) -> np.ndarray:
         """Writes the live rows to ``path`` (``.npy``, through a temp name, fsynced) in chunks,

@@ -9,6 +9,7 @@ stays cheap for millions of them. Disk is the size of the files a part owns.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import itertools
 import mmap
@@ -40,6 +41,34 @@ def is_mapped(a: np.ndarray) -> bool:
             return True
         base = getattr(base, "base", None)
     return False
+
+
+def drop_pages(a: np.ndarray) -> None:
+    """Tells the kernel this process is done with a memory-mapped array's pages for now
+    (``madvise(MADV_DONTNEED)``): they leave the process's resident set, stay in the page cache,
+    and are read back from the file if touched again. For a read-only file map only (never
+    for anonymous memory, whose contents it would discard); a no-op for other arrays or where
+    the C library has no ``madvise``."""
+    if a.size == 0 or not is_mapped(a) or a.flags.writeable or _madvise is None:
+        return
+    page = mmap.PAGESIZE
+    start, end = a.ctypes.data, a.ctypes.data + a.nbytes
+    first, last = -(-start // page) * page, end // page * page  # whole pages inside the array
+    if last > first:
+        _madvise(first, last - first, _MADV_DONTNEED)
+
+
+def _find_madvise() -> Any:
+    try:
+        f = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return f
+
+
+_MADV_DONTNEED = 4  # Linux
+_madvise = _find_madvise() if sys.platform.startswith("linux") else None
 
 
 def array_ram(a: np.ndarray, rows: int | None = None) -> int:
