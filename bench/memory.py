@@ -111,7 +111,8 @@ def vecdex_spec(kind: str, wanted: dict[str, Any]) -> tuple[str | None, list[str
 def make_configs(dataset: str, n: int, dim: int, args: argparse.Namespace) -> list[Config]:
     nlist = args.nlist or (1024 if n >= 200_000 else 128 if n >= 10_000 else 64)
     pq, nbits, nprobe = args.pq.get(dataset, DEFAULT_PQ[dataset]), 8, args.nprobe
-    hnsw = {"M": args.M, "ef_construction": args.ef_construction, "ef": args.ef}
+    efc = int(args.efc.get(dataset, args.ef_construction))
+    hnsw = {"M": args.M, "ef_construction": efc, "ef": args.ef}
     ivf = {"nlist": nlist, "nprobe": nprobe}
     ivfpq = {**ivf, "pq": pq, "nbits": nbits}
     os_sq, os_bin = args.peer_oversample_sq8, args.peer_oversample_binary
@@ -168,7 +169,7 @@ def make_configs(dataset: str, n: int, dim: int, args: argparse.Namespace) -> li
         if unknown:
             raise SystemExit(f"unknown --configs {sorted(unknown)}; see --list")
         configs = [c for c in configs if c.name in args.configs]
-    return configs
+    return [c for c in configs if f"{dataset}:{c.name}" not in args.skip]
 
 
 # ---- running one configuration -------------------------------------------------------------------
@@ -350,6 +351,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--configs", type=_names, default=(), help="names to run (default all)")
     g.add_argument("--list", action="store_true", help="print the configurations and exit")
     g.add_argument(
+        "--skip",
+        type=_names,
+        default=(),
+        help="DATASET:CONFIG pairs not to run, e.g. synth1m:hnswlib",
+    )
+    g.add_argument(
         "--spec",
         action="append",
         default=[],
@@ -358,6 +365,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--M", type=int, default=16)
     g.add_argument("--ef-construction", type=int, default=200)
+    g.add_argument(
+        "--efc", type=_pairs, default={}, help="ef_construction per dataset: synth1m=100"
+    )
     g.add_argument("--ef", type=int, default=64, help="HNSW ef (vecdex's default)")
     g.add_argument("--nlist", type=int, default=0, help="0: 1024 from 200k rows, else 128 / 64")
     g.add_argument("--nprobe", type=int, default=16)
