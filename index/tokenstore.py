@@ -490,10 +490,13 @@ class TokenStore:
             if a == b:
                 continue
             alive = st.alive[a:b]
+            # A mapped chunk, once yielded (written), leaves the resident set (the page cache
+            # keeps it): rewriting a large base does not pull the whole file into the process.
             if alive.all():  # contiguous: slices of the segment
                 t0, t1 = int(st.offsets[a]) - seg_first, int(st.offsets[b]) - seg_first
                 for s in range(t0, t1, step):
                     yield seg[s : min(t1, s + step)]
+                    memory.drop_pages(seg[s : min(t1, s + step)])
                 continue
             keep = a + np.flatnonzero(alive)
             starts, lens = st.offsets[keep] - seg_first, st.offsets[keep + 1] - st.offsets[keep]
@@ -503,6 +506,7 @@ class TokenStore:
                 done = int(ends[r - 1]) if r else 0
                 stop = max(r + 1, int(np.searchsorted(ends, done + step, side="right")))
                 yield seg[ragged_arange(starts[r:stop], lens[r:stop])]
+                memory.drop_pages(seg[int(starts[r]) : int(starts[stop - 1] + lens[stop - 1])])
                 r = stop
 
     def _live_layout(self, st: _State) -> tuple[np.ndarray, np.ndarray]:
