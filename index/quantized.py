@@ -64,8 +64,9 @@ class QuantizedIndex(Index):
     """Compact codes searched for ``k * oversample`` candidates, rescored exactly.
 
     A kind declares ``config_keys`` (always with ``oversample`` and ``rescore``), the files
-    its codes save to (``file_parts``) and implements the ``_codes_*`` hooks; this base keeps the
-    full vectors, the untrained state, the rescore, filters and the vectors' files.
+    its codes save to (``code_files``, and their parts in ``file_parts``) and implements the
+    ``_codes_*`` hooks; this base keeps the full vectors, the untrained state, the rescore, the
+    exact fallback for queries the codes found too few candidates for, and the vectors' files.
     """
 
     # The files the codes add to ``VECTOR_FILES`` once trained (in ``_codes_save`` order).
