@@ -128,6 +128,7 @@ class _HNSWCodesIndex(QuantizedIndex):
     graph's files. A kind says how its faiss index is made and trained, how vectors become what
     faiss takes, and how faiss' distances become scores."""
 
+    # oversample=2: sq8's measured default (recall@10 1.000 rescored, see SQ8Index).
     config_keys = {"M": 16, "ef_construction": 200, "ef": 64, "oversample": 2, "rescore": 1}
     search_keys = ("ef", "oversample", "rescore")
     code_files = (
@@ -453,6 +454,7 @@ class BinaryIndex(_HNSWCodesIndex):
     """
 
     kind = "binary"
+    # oversample=4 from measurements on seeded clustered data (see the docstring).
     config_keys = {**_HNSWCodesIndex.config_keys, "oversample": 4}
 
     @property
