@@ -1,4 +1,5 @@
-"""vectors -> neighbours: exact (flat), HNSW (hnswlib), IVF / IVF-PQ (faiss), and for token sets
+"""vectors -> neighbours: exact (flat), HNSW (hnswlib), IVF / IVF-PQ (faiss), quantized codes
+with exact rescoring (sq8, binary, pq: faiss), and for token sets
 MUVERA (FDE search + exact Chamfer rerank) with its baselines (exhaustive Chamfer, token ANN).
 
 Every index follows one protocol (see ``index.base``, and ``index.multivector`` for token sets):
@@ -19,6 +20,10 @@ from .ivf import IVFIndex as IVFIndex
 from .metric import Metric as Metric
 from .multivector import MultiVectorIndex as MultiVectorIndex
 from .muvera import MuveraIndex as MuveraIndex
+from .quantized import QuantizedIndex as QuantizedIndex
+from .quantized_hnsw import BinaryIndex as BinaryIndex
+from .quantized_hnsw import SQ8Index as SQ8Index
+from .quantized_pq import PQIndex as PQIndex
 from .recall import recall_at_k as recall_at_k
 from .spec import parse_spec as parse_spec
 from .storage import CorruptFileError as CorruptFileError
@@ -26,6 +31,7 @@ from .token_ann import TokenANNIndex as TokenANNIndex
 
 __all__ = [
     "FDE",
+    "BinaryIndex",
     "ChamferIndex",
     "CorruptFileError",
     "FlatIndex",
@@ -35,6 +41,9 @@ __all__ = [
     "Metric",
     "MultiVectorIndex",
     "MuveraIndex",
+    "PQIndex",
+    "QuantizedIndex",
+    "SQ8Index",
     "TokenANNIndex",
     "from_spec",
     "load",

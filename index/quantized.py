@@ -71,6 +71,8 @@ class QuantizedIndex(Index):
 
     # The files the codes add to ``VECTOR_FILES`` once trained (in ``_codes_save`` order).
     code_files: ClassVar[tuple[str, ...]] = ()
+    # The full vectors are memory-mapped: a quick open checks their size, not their SHA-256.
+    mapped_files = frozenset({"vectors.npy"})
 
     def __init__(self, dim: int, metric: str | Metric = "cosine", **params: Any) -> None:
         super().__init__(dim, metric, **params)

@@ -41,9 +41,12 @@ def test_quick_open_answers_as_a_full_one(tmp_path, spec):
     np.testing.assert_array_equal(quick_scores, full_scores)
 
 
-@pytest.mark.parametrize("name", ["vectors.2.npy", "index.2/vectors.npy"])
-def test_a_flipped_byte_in_a_mapped_array(tmp_path, capsys, name):
-    build(tmp_path, "flat")
+@pytest.mark.parametrize(
+    "spec, name",
+    [("flat", "vectors.2.npy"), ("flat", "index.2/vectors.npy"), ("sq8", "index.2/vectors.npy")],
+)
+def test_a_flipped_byte_in_a_mapped_array(tmp_path, capsys, spec, name):
+    build(tmp_path, spec)
     path = tmp_path / "c" / name
     flip(path)
     with pytest.raises(CorruptFileError, match=name.split("/")[-1]) as e:
