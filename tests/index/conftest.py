@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +95,35 @@ def build() -> Callable[..., index.Index]:
         return idx
 
     return make
+
+
+def _run_in_child(child: str, jobs: list[list[str]]) -> dict[str, dict]:
+    """Runs the script ``child`` (reads ``jobs`` as JSON on stdin, prints one JSON line
+    ``{"name", "error", "message"}`` per job) in a child process. A native crash is recorded
+    against the job it hit (``error: "CRASH"``) and the child restarts after it, so a crafted
+    file that crashes a library fails its case instead of killing pytest."""
+    env = {**os.environ, "PYTHONPATH": str(Path(index.__file__).parent.parent)}
+    results: dict[str, dict] = {}
+    while jobs:
+        proc = subprocess.run(
+            [sys.executable, "-c", child],
+            input=json.dumps(jobs),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        results.update((r["name"], r) for r in map(json.loads, proc.stdout.splitlines()))
+        jobs = [job for job in jobs if job[0] not in results]
+        if proc.returncode != 0 and jobs:
+            crash = f"the child process died (rc={proc.returncode}): {proc.stderr[-500:]}"
+            results[jobs[0][0]] = {"name": jobs[0][0], "error": "CRASH", "message": crash}
+            jobs = jobs[1:]
+        elif jobs:
+            pytest.fail(f"the child skipped {jobs}: rc={proc.returncode} {proc.stderr[-2000:]}")
+    return results
+
+
+@pytest.fixture(scope="session")
+def run_in_child() -> Callable[[str, list[list[str]]], dict[str, dict]]:
+    return _run_in_child

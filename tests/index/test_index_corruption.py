@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -455,7 +453,7 @@ CRAFTED: dict[str, tuple[str, Callable[[Path], None], str]] = {
 
 
 @pytest.fixture(scope="module")
-def child_results(saved, tmp_path_factory) -> dict[str, dict]:
+def child_results(saved, tmp_path_factory, run_in_child) -> dict[str, dict]:
     """Builds every crafted directory, then loads them all in one child process."""
     root = tmp_path_factory.mktemp("crafted")
     jobs = [["pristine-" + s, str(saved[s])] for s in STATES]
@@ -463,26 +461,7 @@ def child_results(saved, tmp_path_factory) -> dict[str, dict]:
         d = copy(saved[state], root / name)
         damage(d)
         jobs.append([name, str(d)])
-    env = {**os.environ, "PYTHONPATH": str(Path(index.__file__).parent.parent)}
-    results: dict[str, dict] = {}
-    while jobs:  # a crash is recorded against its case and the child restarts after it
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD],
-            input=json.dumps(jobs),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        results.update((r["name"], r) for r in map(json.loads, proc.stdout.splitlines()))
-        jobs = [job for job in jobs if job[0] not in results]
-        if proc.returncode != 0 and jobs:
-            crash = f"the child process died (rc={proc.returncode}): {proc.stderr[-500:]}"
-            results[jobs[0][0]] = {"name": jobs[0][0], "error": "CRASH", "message": crash}
-            jobs = jobs[1:]
-        elif jobs:
-            pytest.fail(f"the child skipped {jobs}: rc={proc.returncode} {proc.stderr[-2000:]}")
-    return results
+    return run_in_child(CHILD, jobs)
 
 
 @pytest.mark.parametrize("state", STATES)

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -679,7 +677,7 @@ for name, path in json.load(sys.stdin):
 
 
 @pytest.fixture(scope="module")
-def child_results(saved, tmp_path_factory) -> dict[str, dict]:
+def child_results(saved, tmp_path_factory, run_in_child) -> dict[str, dict]:
     """Builds every crafted directory, then loads them all in one child process (a crash fails
     its case instead of killing pytest)."""
     root = tmp_path_factory.mktemp("crafted")
@@ -688,26 +686,7 @@ def child_results(saved, tmp_path_factory) -> dict[str, dict]:
         d = copy(saved[kind], root / name)
         damage(d)
         jobs.append([name, str(d)])
-    env = {**os.environ, "PYTHONPATH": str(Path(index.__file__).parent.parent)}
-    results: dict[str, dict] = {}
-    while jobs:
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD],
-            input=json.dumps(jobs),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        results.update((r["name"], r) for r in map(json.loads, proc.stdout.splitlines()))
-        jobs = [job for job in jobs if job[0] not in results]
-        if proc.returncode != 0 and jobs:
-            crash = f"the child process died (rc={proc.returncode}): {proc.stderr[-500:]}"
-            results[jobs[0][0]] = {"name": jobs[0][0], "error": "CRASH", "message": crash}
-            jobs = jobs[1:]
-        elif jobs:
-            pytest.fail(f"the child skipped {jobs}: rc={proc.returncode} {proc.stderr[-2000:]}")
-    return results
+    return run_in_child(CHILD, jobs)
 
 
 @pytest.mark.parametrize("kind", KINDS)
