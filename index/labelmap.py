@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,9 @@ from . import memory, storage
 
 # Rows copied at once when a store writes itself out (bounded memory for mapped stores).
 SAVE_CHUNK_BYTES = 64 << 20
+# At most this many rows of a mapped base are read with pread (see ``RowStore.take``); more go
+# through the map.
+PREAD_MAX_ROWS = 4096
 
 
 class RowStore:
@@ -32,6 +37,7 @@ class RowStore:
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self.base = np.empty((0, dim), dtype=np.float32)  # rows [0, nb); may be a memory map
+        self._file: tuple[int, int] | None = None  # (fd, data offset) of a mapped base's file
         self.tail = np.empty((0, dim), dtype=np.float32)  # rows [nb, n) in RAM, with capacity
         self.nb = 0
         self.lab = np.empty(0, dtype=np.int64)
@@ -73,16 +79,46 @@ class RowStore:
         return self.lab[: self.n][self.alive[: self.n]]
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """A float32 copy of the given rows (from either segment), in that order."""
+        """A float32 copy of the given rows (from either segment), in that order.
+
+        A few rows of a mapped base (a rescore's candidates) are read from the file with
+        ``pread`` rather than through the map: a page fault on a map maps the neighbouring
+        cached pages too (the kernel's fault-around), so scattered reads through it would make
+        most of a large file resident in the process after a few thousand queries."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         out = np.empty((rows.size, self.dim), dtype=np.float32)
         in_base = rows < self.nb
         if in_base.all():
-            out[:] = self.base[rows]
+            self._take_base(rows, out)
         else:
-            out[in_base] = self.base[rows[in_base]]
+            part = np.empty((int(in_base.sum()), self.dim), dtype=np.float32)
+            self._take_base(rows[in_base], part)
+            out[in_base] = part
             out[~in_base] = self.tail[rows[~in_base] - self.nb]
         return out
+
+    def _take_base(self, rows: np.ndarray, out: np.ndarray) -> None:
+        if rows.size == 0:
+            return
+        if self._file is None or rows.size > PREAD_MAX_ROWS:
+            out[:] = self.base[rows]
+            return
+        fd, offset = self._file
+        row_bytes = 4 * self.dim
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        buf = np.empty_like(out)
+        # Runs of consecutive rows: one read each.
+        breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+        for a, b in zip(np.r_[0, breaks].tolist(), np.r_[breaks, rows.size].tolist(), strict=True):
+            view = buf[a:b].data.cast("B")
+            got = os.preadv(fd, [view], offset + int(sorted_rows[a]) * row_bytes)
+            if got != view.nbytes:
+                raise storage.CorruptFileError(
+                    getattr(self.base, "filename", None) or "vectors",
+                    f"short read ({got} of {view.nbytes} bytes)",
+                )
+        out[order] = buf
 
     def get(self, labels: np.ndarray) -> np.ndarray:
         """A float32 copy of the rows of live labels (KeyError names an absent one)."""
@@ -241,7 +277,9 @@ class RowStore:
         """Takes ``x`` (n, dim) and its labels as the whole store: a memory map stays mapped
         (the base), any other array is copied into RAM."""
         labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self._file = None
         if memory.is_mapped(x):
+            self._file = _open_for_reads(x)
             self.base, self.nb = x, x.shape[0]
             self.tail = np.empty((0, self.dim), dtype=np.float32)
         else:
@@ -323,3 +361,20 @@ class LabelSet:
         if self._set is not None:
             return memory.int_container_ram(self._set)
         return int(self._bits.nbytes)
+
+
+def _open_for_reads(x: np.ndarray) -> tuple[int, int] | None:
+    """``(fd, byte offset of row 0)`` of the file under a memory-mapped C-contiguous array, the
+    fd closed when the array is collected; None where that cannot be known."""
+    # Only a map made by np.load / np.memmap itself (its base is the mmap object): a view's
+    # ``offset`` is its parent's.
+    if not (isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.filename):
+        return None
+    if not x.flags.c_contiguous or x.dtype != np.float32:
+        return None
+    try:
+        fd = os.open(x.filename, os.O_RDONLY)
+    except OSError:
+        return None
+    weakref.finalize(x, os.close, fd)
+    return fd, int(x.offset)

@@ -108,3 +108,23 @@ def test_appends_after_save_stay_in_ram_and_the_base_stays_mapped(tmp_path):
     store.save(tmp_path / "v2.npy")  # the rewrite drops the dead rows
     assert store.n == 510 and store.mapped() and store.ram_bytes()[0] == 0
     np.testing.assert_array_equal(store.get(np.array([2500])), x[2500:2501])
+
+
+def test_take_reads_a_mapped_base_with_pread_in_any_order(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5000, DIM)).astype(np.float32)
+    store = RowStore(DIM)
+    store.append(x, np.arange(5000))
+    store.save(tmp_path / "v.npy")
+    assert store._file is not None  # a mapped base is read through its file
+    tail = rng.standard_normal((7, DIM)).astype(np.float32)
+    store.append(tail, np.arange(5000, 5007))
+    both = np.concatenate([x, tail])
+    for rows in (
+        rng.integers(0, 5007, 50),  # unsorted, duplicates, both segments
+        np.arange(100, 140),  # one run: one read
+        np.array([4999, 5000, 0, 0, 5006]),
+    ):
+        np.testing.assert_array_equal(store.take(rows), both[rows])
+    big = rng.integers(0, 5000, 5000)  # many rows: through the map
+    np.testing.assert_array_equal(store.take(big), x[big])
