@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .memory import drop_pages
 from .storage import CorruptFileError
 
 # offsetLevel0, max_elements, cur_element_count, size_data_per_element, label_offset, offsetData
 # (size_t x 6), maxlevel (int), enterpoint_node (uint32), maxM, maxM0, M (size_t x 3),
 # mult (double), ef_construction (size_t)
 HEADER = struct.Struct("<6Q i I 3Q d Q")
+_BLOCK = 65536  # level-0 lists checked at once
 _NO_ENTRY = 0xFFFFFFFF  # enterpoint_node of an empty graph (tableint -1)
 
 
@@ -32,9 +34,19 @@ def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
         CorruptFileError: naming ``path`` and the first inconsistency found.
     """
     path = Path(path)
-    data = np.fromfile(path, dtype=np.uint8)
-    if data.size < HEADER.size:
-        raise CorruptFileError(path, f"{data.size} bytes is shorter than the hnswlib header")
+    size = path.stat().st_size
+    if size < HEADER.size:
+        raise CorruptFileError(path, f"{size} bytes is shorter than the hnswlib header")
+    # Read through a map, a block of elements at a time, and let the pages go at the end: the
+    # check's memory stays small beside the graph hnswlib then loads.
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    try:
+        return _check(path, data, dim, M)
+    finally:
+        drop_pages(data)
+
+
+def _check(path: Path, data: np.ndarray, dim: int, M: int) -> int:
     (
         off0,
         _max_el,
@@ -49,7 +61,7 @@ def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
         m,
         mult,
         _efc,
-    ) = HEADER.unpack_from(data.tobytes()[: HEADER.size])
+    ) = HEADER.unpack_from(data[: HEADER.size].tobytes())
     links0 = max_m0 * 4 + 4
     expect = {
         "offsetLevel0": (off0, 0),
@@ -80,7 +92,8 @@ def check_hnsw_file(path: str | Path, dim: int, M: int) -> int:
     if count and not (0 <= maxlevel < 64):
         raise CorruptFileError(path, f"implausible max level {maxlevel}")
     level0 = data[HEADER.size : level0_end].reshape(count, per_el)
-    _check_links(path, level0[:, :links0], max_m0, count, "level 0")
+    for a in range(0, count, _BLOCK):
+        _check_links(path, level0[a : a + _BLOCK, :links0], max_m0, count, "level 0", first=a)
 
     # Upper levels: per element a uint32 byte size, then that many bytes of link lists.
     per_level = max_m * 4 + 4
@@ -124,6 +137,7 @@ def _check_links(
     where: str,
     levels: np.ndarray | None = None,
     row_level: np.ndarray | None = None,
+    first: int = 0,
 ) -> None:
     """Each row: uint16 link count (+ flag bytes), then max_links uint32 neighbour ids.
 
@@ -135,7 +149,7 @@ def _check_links(
     block = np.ascontiguousarray(block)
     n_links = block[:, :2].copy().view(np.uint16)[:, 0]
     if (n_links > max_links).any():
-        bad = int(np.argmax(n_links > max_links))
+        bad = first + int(np.argmax(n_links > max_links))
         raise CorruptFileError(
             path, f"{where}: list {bad} claims {int(n_links[bad])} links (max {max_links})"
         )
