@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 import index
-from index import scoring
+from index import quantized_hnsw, scoring
 from index.quantized_hnsw import TRAIN_SIZE
 from index.quantized_pq import default_m
 
@@ -445,6 +446,156 @@ def test_save_rebuilds_a_graph_that_is_mostly_tombstones(data, recall_of, tmp_pa
         assert not np.isin(found, labels[:600]).any()
 
 
+# ---- retraining as the index grows ----------------------------------------------------------
+# Sorted data (GloVe's rows come by word frequency): the first 1,024 vectors are a tight blob
+# away from the centre (0.2x the clustered spread around one random point), the rest the
+# clustered data. 64-d, cosine, HNSW ef_construction=64.
+HEAD, SORTED_N, SORTED_DIM = TRAIN_SIZE, 6_000, 64
+# recall@10 against flat on seed 0, added as the head then batches of 1,000 with 205 head
+# vectors removed on the way (retrained once, at 4,819 live vectors) -- and with retraining
+# switched off (the quantizer of the head alone, as before retraining existed); codes alone:
+#   sq8     0.953 retrained (codes 0.951)   0.607 head only (codes 0.523)
+#   binary  0.918 retrained (codes 0.580)   0.769 head only (codes 0.492)
+SORTED_FLOORS = {"sq8": 0.90, "binary": 0.86}
+SORTED_GAIN = 0.08  # retrained minus head only, at least
+
+
+@pytest.fixture(scope="module")
+def sorted_data(make_clustered):
+    base, queries = make_clustered(SORTED_N, SORTED_DIM, n_queries=100, seed=0)
+    centre = np.random.default_rng(1).normal(size=SORTED_DIM).astype(np.float32)
+    base[:HEAD] = centre + 0.2 * base[:HEAD]
+    labels = np.arange(SORTED_N, dtype=np.int64) * 2 + 1
+    f = index.FlatIndex(SORTED_DIM, "cosine")
+    f.add(base, labels)
+    return base, queries, labels, f.search(queries, K)[1]
+
+
+def add_sorted(idx: index.Index, base: np.ndarray, labels: np.ndarray, gone: np.ndarray) -> list:
+    """The head, then batches of 1,000 (``gone`` removed before the fourth); returns the
+    ``trained_on`` after each add."""
+    cuts = [0, *range(HEAD, SORTED_N, 1000), SORTED_N]
+    steps = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(cuts)):
+        if i == 4:
+            idx.remove(gone)
+        idx.add(base[lo:hi], labels[lo:hi])
+        steps.append(idx.trained_on)
+    return steps
+
+
+def sq8_codes(x: np.ndarray, quantizer: np.ndarray) -> np.ndarray:
+    """faiss' QT_8bit encoding: 255 * (x - min) / range, clamped to 0..1, truncated."""
+    d = x.shape[1]
+    vmin, vdiff = quantizer[:d], quantizer[d:]
+    return (255 * np.clip((x - vmin) / vdiff, 0, 1)).astype(np.int32)
+
+
+@pytest.mark.parametrize("kind", ["sq8", "binary"])
+def test_retraining_recovers_from_an_unrepresentative_first_batch(
+    sorted_data, recall_of, tmp_path, monkeypatch, kind
+):
+    base, queries, labels, truth = sorted_data
+    gone = labels[:HEAD:5]
+    spec = SMALL[kind]
+    idx = index.from_spec(spec, SORTED_DIM, "cosine")
+    live = HEAD + 3000 - gone.size + 1000  # at the fifth add: past 4 x 1,024
+    assert add_sorted(idx, base, labels, gone) == [TRAIN_SIZE] * 4 + [live] * 2
+    scores, found = idx.search(queries, K)
+    recall = recall_of(found, truth)
+    assert not np.isin(found, gone).any()
+    f = index.FlatIndex(SORTED_DIM, "cosine")
+    kept = np.setdiff1d(labels, gone)
+    f.add(base[np.isin(labels, kept)], kept)
+    np.testing.assert_allclose(scores, exact_scores(f, queries, found), rtol=TOL, atol=TOL)
+
+    # The retrained quantizer is what one training on the same live vectors gives, and every
+    # live position's code was rewritten with it (tombstones may keep their old codes).
+    idx.save(tmp_path / "r")
+    quantizer = np.load(tmp_path / "r" / "quantizer.npy")
+    once = index.from_spec(spec, SORTED_DIM, "cosine")
+    rows = np.flatnonzero(np.isin(labels[: HEAD + 4000], kept))
+    once.add(base[rows], labels[rows])
+    once.save(tmp_path / "once")
+    np.testing.assert_array_equal(quantizer, np.load(tmp_path / "once" / "quantizer.npy"))
+    positions = np.load(tmp_path / "r" / "positions.npy")
+    codes = np.load(tmp_path / "r" / "codes.npy")[positions >= 0]
+    x = idx.vectors(positions[positions >= 0])
+    if kind == "binary":
+        np.testing.assert_array_equal(codes, np.packbits(x > quantizer, axis=1))
+    else:
+        assert np.abs(codes.astype(np.int32) - sq8_codes(x, quantizer)).max() <= 1
+
+    # The same adds with retraining off: the quantizer of the head alone (the old behaviour).
+    monkeypatch.setattr(quantized_hnsw, "RETRAIN_GROWTH", 10**9)
+    head_only = index.from_spec(spec, SORTED_DIM, "cosine")
+    assert add_sorted(head_only, base, labels, gone) == [TRAIN_SIZE] * 6
+    before = recall_of(head_only.search(queries, K)[1], truth)
+    assert recall >= SORTED_FLOORS[kind], (recall, before)
+    assert recall >= before + SORTED_GAIN, (recall, before)
+
+
+@pytest.mark.parametrize("kind", ["sq8", "binary"])
+def test_retrained_quantizer_is_saved_and_reopened_indexes_go_on_with_the_schedule(
+    sorted_data, tmp_path, kind
+):
+    base, queries, labels, _ = sorted_data
+    idx = index.from_spec(SMALL[kind], SORTED_DIM, "cosine")
+    idx.add(base[:HEAD], labels[:HEAD])
+    idx.add(base[HEAD:2000], labels[HEAD:2000])
+    idx.save(tmp_path / "a")
+    assert manifest(tmp_path / "a")["quantizer_trained_on"] == TRAIN_SIZE
+    again = index.load(tmp_path / "a")
+    assert again.trained_on == TRAIN_SIZE
+    # Both cross 4 x 1,024 with the same add: each retrains on the same 4,100 live vectors.
+    for got in (idx, again):
+        got.add(base[2000:4000], labels[2000:4000])
+        assert got.trained_on == TRAIN_SIZE
+        got.add(base[4000:4100], labels[4000:4100])
+        assert got.trained_on == 4100
+    idx.save(tmp_path / "b")
+    again.save(tmp_path / "c")
+    assert manifest(tmp_path / "c")["quantizer_trained_on"] == 4100
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "b" / "quantizer.npy"), np.load(tmp_path / "c" / "quantizer.npy")
+    )
+    want = again.search(queries, K)
+    reopened = index.load(tmp_path / "c")
+    assert reopened.trained_on == 4100
+    res = reopened.search(queries, K)
+    np.testing.assert_array_equal(res[1], want[1])
+    np.testing.assert_array_equal(res[0], want[0])
+    # Next retrain at 4 x 4,100 (not reached here).
+    reopened.add(base[4100:], labels[4100:])
+    assert reopened.trained_on == 4100
+
+
+@pytest.mark.parametrize("kind", ["sq8", "binary"])
+def test_a_file_saved_before_retraining_counts_as_trained_on_its_vectors(
+    sorted_data, tmp_path, kind
+):
+    base, _, labels, _ = sorted_data
+    idx = index.from_spec(SMALL[kind], SORTED_DIM, "cosine")
+    idx.add(base[:1100], labels[:1100])
+    idx.save(tmp_path / "old")
+    m = manifest(tmp_path / "old")
+    del m["quantizer_trained_on"]
+    (tmp_path / "old" / "index.json").write_text(json.dumps(m))
+    old = index.load(tmp_path / "old")
+    assert old.trained_on == 1100
+    old.add(base[1100:4399], labels[1100:4399])
+    assert old.trained_on == 1100
+    old.add(base[4399:4400], labels[4399:4400])
+    assert old.trained_on == 4400
+    # Emptied by removals: counted as TRAIN_SIZE, so that it does not retrain on every add.
+    idx.remove(labels[:1100])
+    idx.save(tmp_path / "empty")
+    m = manifest(tmp_path / "empty")
+    del m["quantizer_trained_on"]
+    (tmp_path / "empty" / "index.json").write_text(json.dumps(m))
+    assert index.load(tmp_path / "empty").trained_on == TRAIN_SIZE
+
+
 # ---- corrupted files ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def saved(data, tmp_path_factory) -> dict[str, Path]:
@@ -563,6 +714,15 @@ def _inner_sha_lie(d: Path) -> None:
     (d / "inner" / "index.json").write_text(json.dumps(m, indent=1))
 
 
+def _manifest_field(key: str, value: object) -> Callable[[Path], None]:
+    def damage(d: Path) -> None:
+        m = manifest(d)
+        m[key] = value
+        (d / "index.json").write_text(json.dumps(m))
+
+    return damage
+
+
 def _drop_file(name: str) -> Callable[[Path], None]:
     def damage(d: Path) -> None:
         m = manifest(d)
@@ -613,6 +773,10 @@ HNSW_CRAFTED: dict[str, tuple[Callable[[Path], None], str]] = {
     "dim-lie": (_config(dim=DIM // 2), "vectors.npy"),
     "M-lie": (_config(M=8), "neighbors.npy"),
     "codes-unlisted": (_drop_file("codes.npy"), "index.json"),
+    "trained-on-small": (_manifest_field("quantizer_trained_on", TRAIN_SIZE - 1), "index.json"),
+    "trained-on-bool": (_manifest_field("quantizer_trained_on", True), "index.json"),
+    "trained-on-float": (_manifest_field("quantizer_trained_on", 4096.0), "index.json"),
+    "trained-on-text": (_manifest_field("quantizer_trained_on", "4096"), "index.json"),
 }
 PQ_CRAFTED: dict[str, tuple[Callable[[Path], None], str]] = {
     "inner-manifest-sha": (_inner_sha_lie, "inner/index.json"),
