@@ -15,7 +15,7 @@ from . import memory, storage
 # Rows copied at once when a store writes itself out (bounded memory for mapped stores).
 SAVE_CHUNK_BYTES = 64 << 20
 # At most this many rows of a mapped base are read with pread (see ``RowStore.take``); more go
-# through the map.
+# through the map, whose pages are dropped from the resident set afterwards.
 PREAD_MAX_ROWS = 4096
 
 
@@ -100,8 +100,12 @@ class RowStore:
     def _take_base(self, rows: np.ndarray, out: np.ndarray) -> None:
         if rows.size == 0:
             return
-        if self._file is None or rows.size > PREAD_MAX_ROWS:
+        if self._file is None:
             out[:] = self.base[rows]
+            return
+        if rows.size > PREAD_MAX_ROWS:  # many rows: through the map, then let its pages go
+            out[:] = self.base[rows]
+            memory.drop_pages(self.base)
             return
         fd, offset = self._file
         row_bytes = 4 * self.dim
