@@ -136,6 +136,10 @@ def make_configs(dataset: str, n: int, dim: int, args: argparse.Namespace) -> li
                {"kind": "binary_hnsw", **hnsw, "oversample": os_bin}, quantized=True),
         Config("vecdex-binary", "vecdex", "vecdex binary", {"spec": ("binary", hnsw)},
                quantized=True, peer="faiss-binary-hnsw"),
+        # Not a default: the oversample a user would try next (reported beside the default).
+        Config("vecdex-binary-x8", "vecdex", "vecdex binary oversample=8",
+               {"spec": ("binary", {**hnsw, "oversample": 8})}, quantized=True,
+               peer="faiss-binary-hnsw"),
         Config("vecdex-pq", "vecdex", f"vecdex pq (M={pq})",
                {"spec": ("pq", {"M": pq, "nbits": nbits, **ivf})}, quantized=True,
                peer="faiss-ivfpq"),
