@@ -6,7 +6,6 @@ import mmap
 import os
 import weakref
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
@@ -257,11 +256,8 @@ class RowStore:
     def write(self, path: str | os.PathLike[str]) -> np.ndarray:
         """Writes the live rows to ``path`` (``.npy``, through a temp name, fsynced) in chunks,
         changing nothing in the store (readers may go on). Returns their labels in row order."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
         labels = self.live_labels().copy()
-        storage.save_npy_chunks(tmp, (labels.size, self.dim), np.float32, self._live_chunks())
-        os.replace(tmp, path)
+        storage.replace_npy_chunks(path, (labels.size, self.dim), np.float32, self._live_chunks())
         return labels
 
     def remap(self, path: str | os.PathLike[str], labels: np.ndarray) -> None:

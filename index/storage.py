@@ -93,6 +93,24 @@ def save_npy_chunks(
         raise ValueError(f"{path}: wrote {rows} rows, expected {shape[0]}")
 
 
+def replace_npy_chunks(
+    path: str | os.PathLike[str],
+    shape: tuple[int, ...],
+    dtype: Any,
+    chunks: Iterable[np.ndarray],
+) -> None:
+    """``save_npy_chunks`` to a temp name (removed on failure), then an atomic rename onto
+    ``path``: the old file may be memory-mapped by a reader, which keeps its pages."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_npy_chunks(tmp, shape, dtype, chunks)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
 def load_npy(
     path: str | os.PathLike[str],
     dtype: Any = None,

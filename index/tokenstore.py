@@ -646,15 +646,8 @@ class _StoreBlocks(TokenBlocks):
 def write_npy_chunks(
     path: Path, dtype: Any, shape: tuple[int, ...], chunks: Iterator[np.ndarray]
 ) -> None:
-    """``storage.save_npy_chunks`` (never one array in memory) to a temp name, then an atomic
-    rename onto ``path`` (the old file may be memory-mapped by a reader)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        storage.save_npy_chunks(tmp, shape, dtype, chunks)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    """``storage.replace_npy_chunks`` (never one array in memory; atomic rename)."""
+    storage.replace_npy_chunks(path, shape, dtype, chunks)
 
 
 def save_npy_replace(path: Path, array: np.ndarray) -> None:
