@@ -61,7 +61,7 @@ class IdMap:
             return lab
         h = hash(key)
         lo = int(np.searchsorted(self._hashes, h, side="left"))
-        raw = key.encode()
+        raw = key.encode("utf-8", "surrogatepass")  # a lone surrogate matches no stored id
         while lo < self._hashes.size and self._hashes[lo] == h:
             lab = int(self._hash_labels[lo])
             if self._alive[lab] and self._bytes(lab) == raw:

@@ -53,6 +53,13 @@ def check_ids(ids: Any) -> list[str]:
         s = str(v)
         if not s:
             raise ValueError(f"id {i} is empty")
+        if not s.isascii():
+            try:
+                s.encode()
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"id {i} ({s!r}) is not valid Unicode text (a lone surrogate)"
+                ) from None
         out.append(s)
     if not out:
         raise ValueError("ids is an empty batch")

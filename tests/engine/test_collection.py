@@ -218,6 +218,11 @@ def test_bad_writes_change_nothing(eng):
         (lambda: col.add(["n1"], np.full((1, DIM), np.nan)), ValueError, "NaN or inf"),
         (lambda: col.add([], np.empty((0, DIM))), ValueError, "empty batch"),
         (lambda: col.add(["n1", "n1"], np.ones((2, DIM))), ValueError, "duplicate id 'n1'"),
+        (
+            lambda: col.add(["n1", "\ud800x"], np.ones((2, DIM))),
+            ValueError,
+            "id 1 .* is not valid Unicode text",
+        ),
         (lambda: col.add(["doc-1"], np.ones((1, DIM))), ValueError, "'doc-1' already exists"),
         (lambda: col.add(["n1", "n2"], np.ones((1, DIM))), ValueError, "1 vectors for 2 ids"),
         (lambda: col.add(["n1"], np.ones((1, DIM)), [{"year": "x"}]), ValueError, "field 'year'"),

@@ -75,3 +75,4 @@ def test_hash_collisions_are_resolved_by_the_stored_bytes(monkeypatch):
     ids._hashes[:] = 7  # pretend they collide
     monkeypatch.setattr("engine.idmap.hash", lambda _k: 7, raising=False)
     assert ids.label("x") == 0 and ids.label("y") == 1 and ids.label("z") is None
+    assert ids.label("\ud800") is None and "\ud800" not in ids  # never stored, never an error
