@@ -23,7 +23,7 @@ from .inner import (
 )
 from .metric import Metric
 from .multivector import MultiVectorIndex, TokenSets
-from .tokens import check_token_sets, save_npy_replace
+from .tokens import check_token_sets
 
 _MATRIX_FILES = {
     "hyperplanes": "fde_hyperplanes.npy",
@@ -162,7 +162,7 @@ class MuveraIndex(MultiVectorIndex):
     def _save_extra(self, directory: Path) -> list[str]:
         names = []
         for key, arr in self.fde.matrices.items():
-            save_npy_replace(directory / _MATRIX_FILES[key], arr)
+            storage.save_npy_replace(directory / _MATRIX_FILES[key], arr)
             names.append(_MATRIX_FILES[key])
         self._inner.save(directory / INNER_DIR)
         return names

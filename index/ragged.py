@@ -1,7 +1,10 @@
 """Ragged arrays as flat index ranges: the packing arithmetic behind token sets
-(``tokens[offsets[i]:offsets[i + 1]]``, see ``index.tokens``)."""
+(``tokens[offsets[i]:offsets[i + 1]]``, see ``index.tokens``), and ``TokenBlocks``, token rows
+read by block or gathered without one contiguous array behind them."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -22,3 +25,20 @@ def offsets_of(lengths: np.ndarray) -> np.ndarray:
     offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return offsets
+
+
+class TokenBlocks:
+    """Per-token rows that scoring reads by block or by gathered index without one contiguous
+    array behind them (``index.scoring``'s Chamfer kernels take one in place of ``d_tokens``).
+
+    ``shape`` is ``(T, d)``; ``block(t0, t1)`` returns rows ``t0:t1`` and ``rows(idx)`` the
+    rows ``idx``, each as a numpy array or a torch tensor the kernels move to their device.
+    """
+
+    shape: tuple[int, int]
+
+    def block(self, t0: int, t1: int) -> Any:
+        raise NotImplementedError
+
+    def rows(self, idx: np.ndarray) -> Any:
+        raise NotImplementedError

@@ -93,6 +93,15 @@ def save_npy_chunks(
         raise ValueError(f"{path}: wrote {rows} rows, expected {shape[0]}")
 
 
+def save_npy_replace(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``save_npy`` to a temp name, then an atomic rename onto ``path`` (the old file may be
+    memory-mapped by a reader, which keeps its pages)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_npy(tmp, array)
+    os.replace(tmp, path)
+
+
 def replace_npy_chunks(
     path: str | os.PathLike[str],
     shape: tuple[int, ...],

@@ -22,7 +22,7 @@ from .inner import (
 from .metric import Metric
 from .multivector import MultiVectorIndex, TokenSets
 from .ragged import ragged_arange
-from .tokens import check_token_sets, save_npy_replace
+from .tokens import check_token_sets
 
 
 def unique_rows(rows: np.ndarray) -> np.ndarray:
@@ -151,7 +151,7 @@ class TokenANNIndex(MultiVectorIndex):
     def _save_extra(self, directory: Path) -> list[str]:
         # The store compacted on save; its rows are in insertion order, as is _first.
         first = self._first_of(self._store.lab)
-        save_npy_replace(directory / "token_ids.npy", first)
+        storage.save_npy_replace(directory / "token_ids.npy", first)
         self._inner.save(directory / INNER_DIR)
         return ["token_ids.npy"]
 

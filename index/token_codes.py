@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from . import storage
-from .tokens import TokenBlocks, TokenStore, save_npy_replace
+from .tokens import TokenBlocks, TokenStore
 
 if TYPE_CHECKING:
     import torch
@@ -329,7 +329,7 @@ class ResidualCodec(TokenCodec):
             "buckets.npy": self.buckets,
         }
         for name, arr in arrays.items():
-            save_npy_replace(directory / name, arr)
+            storage.save_npy_replace(directory / name, arr)
         return list(arrays)
 
     def state(self) -> dict[str, Any]:

@@ -12,12 +12,10 @@ from typing import Any
 import numpy as np
 
 from .carving import ball_carve as ball_carve  # re-exported: MUVERA's, formerly defined here
+from .ragged import TokenBlocks as TokenBlocks
 from .ragged import offsets_of as offsets_of
 from .ragged import ragged_arange as ragged_arange
-from .tokenstore import TokenBlocks as TokenBlocks
 from .tokenstore import TokenStore as TokenStore
-from .tokenstore import save_npy_replace as save_npy_replace
-from .tokenstore import write_npy_chunks as write_npy_chunks
 
 
 def check_token_sets(x: Any, dim: int, name: str = "documents") -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,12 @@
 """The token store multi-vector indexes and collections keep (``TokenStore``): token sets by
-label in a memory-mapped base segment of saved sets plus a RAM tail of sets appended since, and
-``TokenBlocks``, the block-and-gather reading the Chamfer kernels do over it.
+label in a memory-mapped base segment of saved sets plus a RAM tail of sets appended since, read
+by the Chamfer kernels through ``index.ragged.TokenBlocks``.
 
 ``index.tokens`` re-exports both (the place callers import them from).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,28 +15,11 @@ from typing import Any
 import numpy as np
 
 from . import memory, storage
-from .ragged import offsets_of, ragged_arange
-from .validate import check_labels
+from .ragged import TokenBlocks, offsets_of, ragged_arange
+from .tokenfiles import read_saved
 
 # Bytes of tokens copied at a time when a store writes its sets.
 _CHUNK_BYTES = 64 << 20
-
-
-class TokenBlocks:
-    """Per-token rows that scoring reads by block or by gathered index without one contiguous
-    array behind them (``index.scoring``'s Chamfer kernels take one in place of ``d_tokens``).
-
-    ``shape`` is ``(T, d)``; ``block(t0, t1)`` returns rows ``t0:t1`` and ``rows(idx)`` the
-    rows ``idx``, each as a numpy array or a torch tensor the kernels move to their device.
-    """
-
-    shape: tuple[int, int]
-
-    def block(self, t0: int, t1: int) -> Any:
-        raise NotImplementedError
-
-    def rows(self, idx: np.ndarray) -> Any:
-        raise NotImplementedError
 
 
 @dataclass(eq=False)
@@ -441,22 +423,11 @@ class TokenStore:
         values = {"tokens": tokens, **(columns or {})}
         if set(values) != set(self.columns):
             raise ValueError(f"install needs the columns {sorted(self.columns)}")
-        lab = np.ascontiguousarray(labels, dtype=np.int64)
-        n = lab.shape[0]
-        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-        st = _State(
-            base=dict(values),
-            tail={c: self._column_array(c, 0) for c in self.columns},
-            t_base=int(offsets[-1]),
-            n_base=n,
-            offsets=offsets,
-            lab=lab,
-            alive=np.ones(n, dtype=bool),
-            n=n,
-            n_tokens=int(offsets[-1]),
-            live=n,
+        st = self._base_state(
+            values,
+            np.ascontiguousarray(offsets, dtype=np.int64),
+            np.ascontiguousarray(labels, dtype=np.int64),
         )
-        self._index_labels(st)
         if st.skey is not None and np.any(st.skey[1:] == st.skey[:-1]):
             raise ValueError("labels must be unique")
         self._st = st
@@ -522,13 +493,9 @@ class TokenStore:
         """
         st = self._st
         offsets, labels = self._live_layout(st)
-        write_npy_chunks(
-            tokens_path,
-            self.dtype,
-            (int(offsets[-1]), self.dim),
-            self._live_chunks(st, "tokens"),
-        )
-        save_npy_replace(offsets_path, offsets)
+        shape = (int(offsets[-1]), self.dim)
+        storage.replace_npy_chunks(tokens_path, shape, self.dtype, self._live_chunks(st, "tokens"))
+        storage.save_npy_replace(offsets_path, offsets)
         return labels
 
     def remap(self, tokens_path: Path, labels: np.ndarray) -> None:
@@ -554,9 +521,16 @@ class TokenStore:
         labels: np.ndarray,
         columns: Mapping[str, np.ndarray],
     ) -> None:
+        self._st = self._base_state({"tokens": tokens, **columns}, offsets, labels)
+        self.version += 1
+
+    def _base_state(
+        self, base: Mapping[str, np.ndarray], offsets: np.ndarray, labels: np.ndarray
+    ) -> _State:
+        """A state whose rows are all the base ``base`` (per column) with an empty tail."""
         n = labels.shape[0]
-        new = _State(
-            base={"tokens": tokens, **columns},
+        st = _State(
+            base=dict(base),
             tail={c: self._column_array(c, 0) for c in self.columns},
             t_base=int(offsets[-1]),
             n_base=n,
@@ -567,9 +541,8 @@ class TokenStore:
             n_tokens=int(offsets[-1]),
             live=n,
         )
-        self._index_labels(new)
-        self._st = new
-        self.version += 1
+        self._index_labels(st)
+        return st
 
     def column_file(self, col: str) -> str:
         return f"{col}.npy"
@@ -580,51 +553,20 @@ class TokenStore:
         written files (``write``, ``remap``); each file goes through a temp name."""
         labels = self.write(directory / "tokens.npy", directory / "offsets.npy")
         self.remap(directory / "tokens.npy", labels)
-        save_npy_replace(directory / "labels.npy", labels)
+        storage.save_npy_replace(directory / "labels.npy", labels)
         st = self._st
         for col in self.columns:
             if col != "tokens":
-                save_npy_replace(directory / self.column_file(col), st.base[col])
+                storage.save_npy_replace(directory / self.column_file(col), st.base[col])
         return [*self.FILES, *(self.column_file(c) for c in self.columns if c != "tokens")]
 
     def load(self, directory: Path) -> None:
-        """Loads and checks the files ``save`` wrote; the tokens stay memory-mapped, the other
-        columns are read into RAM."""
-        tpath, opath, lpath = (directory / name for name in self.FILES)
-        tokens = storage.load_npy(tpath, self.dtype, 2, mmap=True)
-        offsets = np.array(storage.load_npy(opath, np.int64, 1))
-        labels = np.array(storage.load_npy(lpath, np.int64, 1))
-        if tokens.shape[1] != self.dim:
-            raise storage.CorruptFileError(
-                tpath, f"tokens have dimension {tokens.shape[1]}, manifest says {self.dim}"
-            )
-        if offsets.shape[0] != labels.shape[0] + 1:
-            raise storage.CorruptFileError(
-                lpath, f"{labels.shape[0]} labels, but offsets.npy has {offsets.shape[0]} entries"
-            )
-        if offsets[0] != 0 or offsets[-1] != tokens.shape[0] or (np.diff(offsets) <= 0).any():
-            raise storage.CorruptFileError(
-                opath, f"offsets must rise strictly from 0 to {tokens.shape[0]} (the token count)"
-            )
-        try:
-            check_labels(labels, labels.shape[0])
-        except (TypeError, ValueError) as e:
-            raise storage.CorruptFileError(lpath, str(e)) from None
-        storage.check_finite_npy(tpath, tokens)  # ordinary reads: the map stays unfaulted
-        columns = {}
-        for col, (dtype, shape) in self.columns.items():
-            if col == "tokens":
-                continue
-            path = directory / self.column_file(col)
-            arr = np.array(storage.load_npy(path, dtype, 1 + len(shape)))
-            if arr.shape != (tokens.shape[0], *shape):
-                raise storage.CorruptFileError(
-                    path, f"shape {arr.shape}, expected {(tokens.shape[0], *shape)} (per token)"
-                )
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                raise storage.CorruptFileError(path, "contains NaN or inf")
-            columns[col] = arr
-        self.install(tokens, offsets, labels, columns)
+        """Loads and checks the files ``save`` wrote (``index.tokenfiles``); the tokens stay
+        memory-mapped, the other columns are read into RAM."""
+        extra = {
+            c: (self.column_file(c), spec) for c, spec in self.columns.items() if c != "tokens"
+        }
+        self.install(*read_saved(directory, self.FILES, self.dtype, self.dim, extra))
 
 
 def _concat(chunks: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
@@ -641,17 +583,3 @@ class _StoreBlocks(TokenBlocks):
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         return TokenStore._take(self._st, self._col, idx)
-
-
-def write_npy_chunks(
-    path: Path, dtype: Any, shape: tuple[int, ...], chunks: Iterator[np.ndarray]
-) -> None:
-    """``storage.replace_npy_chunks`` (never one array in memory; atomic rename)."""
-    storage.replace_npy_chunks(path, shape, dtype, chunks)
-
-
-def save_npy_replace(path: Path, array: np.ndarray) -> None:
-    """``storage.save_npy`` to a temp name, then an atomic rename onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    storage.save_npy(tmp, array)
-    os.replace(tmp, path)

@@ -205,17 +205,17 @@ def test_save_writes_in_bounded_chunks(tmp_path, monkeypatch):
     store.save(tmp_path)
     store.remove(np.arange(0, 200, 5))
     seen: list[int] = []
-    real = tokens_mod.write_npy_chunks
+    real = tokens_mod.storage.replace_npy_chunks
 
-    def spy(path, dtype, shape, chunks):
+    def spy(path, shape, dtype, chunks):
         def counted():
             for c in chunks:
                 seen.append(c.shape[0])
                 yield c
 
-        real(path, dtype, shape, counted())
+        real(path, shape, dtype, counted())
 
-    monkeypatch.setattr(tokens_mod, "write_npy_chunks", spy)
+    monkeypatch.setattr(tokens_mod.storage, "replace_npy_chunks", spy)
     (tmp_path / "b").mkdir()
     store.save(tmp_path / "b")
     assert len(seen) > 10 and max(seen) <= 64 // (2 * DIM) + 5  # whole sets of <= 5 tokens
