@@ -97,16 +97,36 @@ def build() -> Callable[..., index.Index]:
     return make
 
 
-def _run_in_child(child: str, jobs: list[list[str]]) -> dict[str, dict]:
-    """Runs the script ``child`` (reads ``jobs`` as JSON on stdin, prints one JSON line
-    ``{"name", "error", "message"}`` per job) in a child process. A native crash is recorded
-    against the job it hit (``error: "CRASH"``) and the child restarts after it, so a crafted
-    file that crashes a library fails its case instead of killing pytest."""
+# Per job ``[name, directory]``: load the index, search it plainly and filtered to its first
+# ``allowed`` labels, add to it; print ``{"name", "error", "message"}`` as one JSON line.
+_LOAD_AND_USE = r"""
+import json, sys
+import numpy as np
+import index
+allowed = int(sys.argv[1])
+for name, path in json.load(sys.stdin):
+    try:
+        idx = index.load(path)
+        q = np.random.default_rng(0).normal(size=(5, idx.dim))
+        idx.search(q, 10)
+        idx.search(q, 3, allowed=idx.labels()[:allowed])
+        idx.add(np.random.default_rng(1).normal(size=(20, idx.dim)), np.arange(10**6, 10**6 + 20))
+        out = {"name": name, "error": None, "message": ""}
+    except Exception as e:
+        out = {"name": name, "error": type(e).__name__, "message": str(e)}
+    print(json.dumps(out), flush=True)
+"""
+
+
+def _run_in_child(jobs: list[list[str]], allowed: int) -> dict[str, dict]:
+    """Loads and uses each job's saved index (``_LOAD_AND_USE``) in a child process. A native
+    crash is recorded against the job it hit (``error: "CRASH"``) and the child restarts after
+    it, so a crafted file that crashes a library fails its case instead of killing pytest."""
     env = {**os.environ, "PYTHONPATH": str(Path(index.__file__).parent.parent)}
     results: dict[str, dict] = {}
     while jobs:
         proc = subprocess.run(
-            [sys.executable, "-c", child],
+            [sys.executable, "-c", _LOAD_AND_USE, str(allowed)],
             input=json.dumps(jobs),
             capture_output=True,
             text=True,
@@ -125,5 +145,5 @@ def _run_in_child(child: str, jobs: list[list[str]]) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
-def run_in_child() -> Callable[[str, list[list[str]]], dict[str, dict]]:
+def run_in_child() -> Callable[[list[list[str]], int], dict[str, dict]]:
     return _run_in_child
