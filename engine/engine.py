@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import re
 import threading
 import weakref
@@ -15,8 +16,10 @@ from index import storage
 from index.lexical import check_config as check_lexical_config
 
 from . import encoding, locking, wal
+from . import shards as shards_mod
 from .collection import CHECKPOINT_BYTES, MANIFEST, Collection, remove_tree
 from .errors import CollectionExistsError, CollectionNotFoundError, ReadOnlyError
+from .sharded import ShardedCollection
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -88,6 +91,11 @@ class Engine:
         verify: how opening a collection checks its files: ``"full"`` (every file's SHA-256)
             or ``"quick"`` (memory-mapped vectors and tokens by size and shape only; see
             ``Collection.open`` and ``Collection.verify``).
+        ray: where sharded collections host their shards: None (default: in this process,
+            one thread per shard for fan-out), ``"local"`` (a Ray cluster vecdex starts on
+            this machine, listening on 127.0.0.1 only) or a Ray address (``"ray://..."``,
+            ``"host:port"``, ``"auto"``): one Ray actor per shard, restarted by Ray if it dies.
+            Needs the ``ray`` extra (``pip install vecdex[ray]``).
 
     Example:
         >>> eng = Engine("./vecdex-data")
@@ -104,8 +112,12 @@ class Engine:
         checkpoint_bytes: int = CHECKPOINT_BYTES,
         checkpoint_seconds: float | None = None,
         verify: str = "full",
+        ray: str | None = None,
     ) -> None:
         self.path = Path(path)
+        if ray is not None and (not isinstance(ray, str) or not ray.strip()):
+            raise ValueError(f"ray must be None, 'local' or a Ray address, got {ray!r}")
+        self.ray = ray
         self.verify = storage.check_verify(verify)
         self.read_only = bool(read_only)
         if self.path.exists() and not self.path.is_dir():
@@ -118,8 +130,8 @@ class Engine:
             "checkpoint_bytes": checkpoint_bytes,
             "checkpoint_seconds": checkpoint_seconds,
         }
-        self._open: dict[str, Collection] = {}
-        self._open_ro: dict[str, Collection] = {}  # read-only snapshots
+        self._open: dict[str, Collection | ShardedCollection] = {}
+        self._open_ro: dict[str, Collection | ShardedCollection] = {}  # read-only snapshots
         self._lock = threading.RLock()
         _open_engines.add(self)
 
@@ -147,7 +159,8 @@ class Engine:
         durability: str = "fsync",
         lexical: bool | dict[str, Any] | None = None,
         text_field: str | None = None,
-    ) -> Collection:
+        shards: int | None = None,
+    ) -> Any:
         """Creates an empty collection.
 
         Args:
@@ -172,6 +185,12 @@ class Engine:
                 Default: on for collections with an encoder or a ``text_field``.
             text_field: index this payload field (a string) lexically, instead of the texts
                 given to ``add(texts=...)``; works for raw-vector collections too.
+            shards: split the collection into this many shards by id hash (a
+                ``ShardedCollection``: the same API, searches merged into the exact top-k;
+                README "Beyond one machine"). None: one ordinary collection.
+
+        Returns:
+            The open ``Collection`` (or ``ShardedCollection``).
 
         Raises:
             CollectionExistsError: the name is taken (unless ``exist_ok``).
@@ -183,10 +202,12 @@ class Engine:
         if self.read_only:
             raise ReadOnlyError(name, "the engine was opened with read_only=True")
         with self._lock:
-            if (path / MANIFEST).exists():
+            if (path / MANIFEST).exists() or shards_mod.is_sharded(path):
                 if exist_ok:
                     return self.open_collection(name, durability=durability)
                 raise CollectionExistsError(name)
+            if shards is not None:
+                shards = shards_mod.check_shards(shards)
             config: dict[str, Any] = {}
             if encoder is not None:
                 enc = encoding.resolve(encoder)
@@ -204,16 +225,65 @@ class Engine:
             spec = ix.from_spec(index or "hnsw", dim, metric).spec
             config.update(dim=int(dim), metric=ix.Metric.parse(metric).value, index=spec)
             path.mkdir(exist_ok=True)
+            if shards is not None:
+                return self._create_sharded(path, name, config, shards, durability)
             col = Collection.create(path, name, config, durability=durability, **self._settings)
             self._open[name] = col
             return col
 
-    def get_or_create_collection(self, name: str, **kwargs: Any) -> Collection:
+    def _create_sharded(
+        self, path: Path, name: str, config: dict[str, Any], n: int, durability: str
+    ) -> ShardedCollection:
+        """Creates n empty shard collections, then the manifest that makes them one."""
+        for i in range(n):
+            part = path / shards_mod.shard_name(i)
+            if (part / MANIFEST).exists():  # a creation that crashed before its manifest
+                remove_tree(part)
+            part.mkdir()
+            Collection.create(part, f"{name}/{shards_mod.shard_name(i)}", config).close()
+        shards_mod.write_manifest(path, n, config)
+        col = self._open_sharded(path, name, read_only=False, durability=durability)
+        self._open[name] = col
+        return col
+
+    def _open_sharded(
+        self, path: Path, name: str, *, read_only: bool, durability: str
+    ) -> ShardedCollection:
+        manifest = shards_mod.read_manifest(path)
+        parts = [
+            (str(path / shards_mod.shard_name(i)), f"{name}/{shards_mod.shard_name(i)}")
+            for i in range(manifest["shards"])
+        ]
+        options: dict[str, Any] = {
+            "read_only": read_only,
+            "durability": durability,
+            "verify": self.verify,
+            "settings": self._settings,
+        }
+        if self.ray is not None:
+            from . import rayshards  # imports ray: only for Ray-hosted shards
+
+            hosts: Any = rayshards.RayShards(parts, options, address=self.ray)
+        else:
+            opened: list[shards_mod.ShardHost] = []
+            try:
+                for part, part_name in parts:
+                    opened.append(shards_mod.ShardHost(part, part_name, **options))
+            except BaseException:
+                for host in opened:
+                    host.close()
+                raise
+            hosts = shards_mod.LocalShards(opened)
+        col = ShardedCollection(path, name, manifest, hosts)
+        col.durability = durability
+        return col
+
+    def get_or_create_collection(self, name: str, **kwargs: Any) -> Any:
         return self.create_collection(name, exist_ok=True, **kwargs)
 
     def open_collection(
         self, name: str, *, read_only: bool | None = None, durability: str | None = None
-    ) -> Collection:
+    ) -> Any:
         """Opens an existing collection (cached: the same object for the same name).
 
         Opening verifies every file against the manifest and replays the log after the last
@@ -241,9 +311,13 @@ class Engine:
         with self._lock:
             cache = self._open_ro if ro else self._open
             col = cache.get(name)
-            if col is not None and not col.closed and (ro or col.writable):
+            if col is not None and not col.closed and (ro or getattr(col, "writable", True)):
                 if durability is not None and not ro:
                     col.durability = durability
+                return col
+            if shards_mod.is_sharded(path):
+                col = self._open_sharded(path, name, read_only=ro, durability=durability or "fsync")
+                cache[name] = col
                 return col
             if not (path / MANIFEST).exists():
                 raise CollectionNotFoundError(name)
@@ -262,7 +336,7 @@ class Engine:
         return sorted(
             p.name
             for p in self.path.iterdir()
-            if NAME_RE.match(p.name) and (p / MANIFEST).is_file()
+            if NAME_RE.match(p.name) and ((p / MANIFEST).is_file() or shards_mod.is_sharded(p))
         )
 
     def drop_collection(self, name: str) -> None:
@@ -276,6 +350,9 @@ class Engine:
         if self.read_only:
             raise ReadOnlyError(name, "the engine was opened with read_only=True")
         with self._lock:
+            if shards_mod.is_sharded(path):
+                self._drop_sharded(path, name)
+                return
             if not (path / MANIFEST).exists():
                 raise CollectionNotFoundError(name)
             self._open.pop(name, None)
@@ -288,6 +365,18 @@ class Engine:
                     remove_tree(path)
                 finally:
                     claim.release()
+
+    def _drop_sharded(self, path: Path, name: str) -> None:
+        """Closes the open sharded collection, then removes it holding every shard's lock."""
+        for cache in (self._open, self._open_ro):
+            col = cache.pop(name, None)
+            if col is not None:
+                col.close()
+        with contextlib.ExitStack() as stack:
+            for part in sorted(path.glob("shard-*")):
+                claim = stack.enter_context(locking.claimed(part, f"{name}/{part.name}"))
+                stack.callback(claim.release)
+            remove_tree(path)
 
     def flush(self) -> None:
         """Checkpoints every collection open for writing."""

@@ -40,3 +40,19 @@ class ReadOnlyError(RuntimeError):
         self.name = name
         self.reason = reason
         super().__init__(f"collection {name!r} does not accept writes: {reason}")
+
+
+class ShardUnavailableError(RuntimeError):
+    """A shard of a sharded collection did not answer (its process died or is restarting).
+
+    Nothing is silently partial: a search raises this unless it asked for ``partial=True``.
+    """
+
+    def __init__(self, name: str, shards: list[int] | tuple[int, ...], what: str) -> None:
+        self.name = name
+        self.shards = tuple(shards)
+        names = ", ".join(f"shard-{i:03d}" for i in self.shards)
+        super().__init__(
+            f"collection {name!r}: {names} unavailable for {what}; retry once it has restarted"
+            + (", or search with partial=True" if "search" in what else "")
+        )

@@ -30,11 +30,18 @@ class Record:
 class SearchResult:
     """Results of ``search_batch``: ``ids`` (m, k) object array (None where fewer than k
     results exist), ``scores`` (m, k) float32 (-inf there), ``payloads`` m lists of dicts.
-    ``result[i]`` gives query i's hits as a list of ``Hit``."""
+    ``result[i]`` gives query i's hits as a list of ``Hit``. ``missing_shards`` (a sharded
+    collection searched with ``partial=True``): the shards that did not answer; ``partial`` is
+    True when there are any."""
 
     ids: np.ndarray
     scores: np.ndarray
     payloads: list[list[dict[str, Any]]]
+    missing_shards: tuple[int, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing_shards)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -45,3 +52,16 @@ class SearchResult:
             for doc, s, p in zip(self.ids[i], self.scores[i], self.payloads[i], strict=False)
             if doc is not None
         ]
+
+
+class Hits(list[Hit]):
+    """A sharded collection's ``search`` result: a list of ``Hit``, plus ``missing_shards``
+    (the shards that did not answer a ``partial=True`` search) and ``partial``."""
+
+    def __init__(self, hits: Any = (), *, missing_shards: tuple[int, ...] = ()) -> None:
+        super().__init__(hits)
+        self.missing_shards = tuple(missing_shards)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing_shards)
