@@ -144,7 +144,11 @@ def _index(args: argparse.Namespace) -> int:
         bar.update(r.resumed_from + r.rows - bar.n)
         bar.set_postfix(written=f"{r.added:,}", skipped=f"{r.skipped:,}", refresh=False)
 
-    with Engine(args.data) as eng:
+    if (args.encoders != 1 or args.gpus_per_encoder) and args.ray is None:
+        print("vecdex: error: --encoders and --gpus-per-encoder need --ray", file=sys.stderr)
+        return 2
+    # With --ray the shards are Ray actors too (HNSW shards build in parallel processes).
+    with Engine(args.data, ray=args.ray if args.shards else None) as eng:
         try:
             report = ingest(
                 eng,
@@ -165,6 +169,10 @@ def _index(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 progress=progress,
                 lexical=not args.no_lexical,
+                shards=args.shards,
+                ray=args.ray,
+                encoders=args.encoders,
+                gpus_per_encoder=args.gpus_per_encoder,
             )
         except MalformedInputError as e:
             for b in e.bad:
@@ -429,6 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--upsert", action="store_true", help="existing ids are replaced")
     x.add_argument("--overwrite", action="store_true", help="drop the collection first")
     x.add_argument("--report", help="write the final report as JSON here")
+    scale = x.add_argument_group("scale-out (README: Beyond one machine)")
+    scale.add_argument("--shards", type=int, help="a new collection: this many shards by id hash")
+    scale.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="read and encode on Ray (no address: a local cluster on 127.0.0.1)",
+    )
+    scale.add_argument("--encoders", type=int, default=1, help="--ray: encoder actors")
+    scale.add_argument(
+        "--gpus-per-encoder", type=float, default=0.0, help="--ray: GPUs per encoder actor"
+    )
     x.add_argument("--quiet", action="store_true", help="no progress bar or report")
     x.add_argument(
         "--no-lexical", action="store_true", help="no BM25 index of the texts (no hybrid search)"

@@ -308,6 +308,18 @@ class ShardedCollection:
         least = min(markers, key=lambda m: shards._position(m))
         return None if least is None else least.get("marker")
 
+    @property
+    def position(self) -> int:
+        """The most advanced shard's position (0 before any marker'd write)."""
+        return max(self._positions)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Waits until every shard answers (a Ray-hosted shard restarting after a crash);
+        raises ShardUnavailableError after ``timeout`` seconds."""
+        wait = getattr(self._shards, "wait_ready", None)
+        if wait is not None:
+            wait(timeout)
+
     def settled(self, key: str, position: int) -> bool:
         """Whether ``key`` is held by its shard from before ``position``: False for an id a
         shard took at or after ``position`` (a resumed job re-sends that write, and the shard

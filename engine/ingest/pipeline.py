@@ -17,6 +17,8 @@ from typing import Any
 
 from .. import collection as collection_mod
 from ..collection import Collection
+from ..errors import ShardUnavailableError
+from ..sharded import ShardedCollection
 from ..sources import Source
 from .plan import Plan
 from .report import MAX_REPORTED, IngestInterrupted, MalformedInputError, Report
@@ -24,6 +26,8 @@ from .rows import Batch, check_chunk
 
 log = logging.getLogger(__name__)
 
+SHARD_RETRIES = 5  # writes retried while a shard restarts (each waits for it to answer)
+SHARD_WAIT = 120.0  # seconds a retry waits for the shard
 _END = object()  # the last item a stage puts on its queue
 
 
@@ -46,7 +50,7 @@ class Pipeline:
 
     def __init__(
         self,
-        col: Collection,
+        col: Collection | ShardedCollection,
         source: Source,
         plan: Plan,
         run: dict[str, Any],
@@ -72,9 +76,23 @@ class Pipeline:
         # them (the collection holds an id only once its chunk is written).
         self.pending: dict[int, set[str]] = {}
         self.pending_lock = threading.Lock()
+        # A sharded collection takes each write at a position (the run's base plus its rows
+        # done), the same positions when the run resumes: shards that hold a write skip it.
+        self.sharded = isinstance(col, ShardedCollection)
+        self.base = 0
+        if isinstance(col, ShardedCollection):
+            self.base = int(state["base"]) if state and "base" in state else col.position
 
-    def _exists(self, key: str) -> bool:
-        if key in self.col:
+    def _exists(self, key: str, position: int) -> bool:
+        """Whether an earlier chunk or run wrote ``key`` (the chunk ending at ``position``
+        checks it): a shard that already took this chunk (a resumed run) does not count."""
+        col = self.col
+        there = (
+            col.settled(key, self.base + position)
+            if isinstance(col, ShardedCollection)
+            else key in col
+        )
+        if there:
             return True
         with self.pending_lock:
             return any(key in ids for ids in self.pending.values())
@@ -112,8 +130,13 @@ class Pipeline:
             )
             t = time.perf_counter()
             for chunk in chunks:
+                end = chunk.start + chunk.n
                 batch = check_chunk(
-                    chunk, self.plan, self.col.dim, self._exists, self.col.multi_vector
+                    chunk,
+                    self.plan,
+                    self.col.dim,
+                    lambda key, end=end: self._exists(key, end),  # type: ignore[misc]
+                    self.col.multi_vector,
                 )
                 with self.pending_lock:
                     self.pending[batch.start] = set(batch.ids)
@@ -145,8 +168,26 @@ class Pipeline:
                 "added": self.added,
                 "skipped": self.skipped,
                 "done": done,
+                **({"base": self.base} if self.sharded else {}),
             }
         }
+
+    def _at(self, position: int) -> dict[str, Any]:
+        """A write's position argument: sharded collections only."""
+        return {"position": self.base + position} if self.sharded else {}
+
+    def _retrying(self, write: Callable[[], None]) -> None:
+        """Runs a write; while a shard is down, waits for it (Ray restarts it) and writes again:
+        shards that took the write already skip it (same position)."""
+        for attempt in range(SHARD_RETRIES + 1):
+            try:
+                write()
+                return
+            except ShardUnavailableError as e:
+                if attempt == SHARD_RETRIES or not isinstance(self.col, ShardedCollection):
+                    raise
+                log.warning("%s; waiting for it, then writing again", e)
+                self.col.wait_ready(SHARD_WAIT)
 
     def _commit(self, batch: Batch) -> None:
         col = self.col
@@ -154,17 +195,21 @@ class Pipeline:
         self.added += len(batch.ids)
         marker = self._state(batch.end, done=False)
         t = time.perf_counter()
+        at = self._at(batch.end)
         try:
             if batch.ids:
-                col.upsert(
-                    batch.ids,
-                    batch.vectors,
-                    batch.payloads,
-                    marker=marker,
-                    texts=batch.lexical_texts,
+                self._retrying(
+                    lambda: col.upsert(
+                        batch.ids,
+                        batch.vectors,
+                        batch.payloads,
+                        marker=marker,
+                        texts=batch.lexical_texts,
+                        **at,
+                    )
                 )
             else:
-                col.set_marker(marker)
+                self._retrying(lambda: col.set_marker(marker, **at))
         except (TypeError, ValueError) as e:
             raise ValueError(f"rows {batch.start + 1}-{batch.end}: {e}") from None
         self._time("write", t)
@@ -267,7 +312,8 @@ class Pipeline:
     def _finish(self) -> None:
         """Marks the run done, checkpoints the collection and completes the report."""
         col = self.col
-        col.set_marker(self._state(self.rows_done, done=True))
+        done = self._state(self.rows_done, done=True)
+        self._retrying(lambda: col.set_marker(done, **self._at(self.rows_done + 1)))
         t = time.perf_counter()
         col.flush()
         self._time("checkpoint", t)

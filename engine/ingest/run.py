@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..engine import Engine
 from ..sources import Source
@@ -41,6 +42,11 @@ def ingest(
     overwrite: bool = False,
     progress: Callable[[Report], None] | None = None,
     lexical: bool = True,
+    shards: int | None = None,
+    ray: str | None = None,
+    encoders: int = 1,
+    gpus_per_encoder: float = 0.0,
+    cpus_per_encoder: int | None = None,
 ) -> Report:
     """Indexes a Parquet / JSONL / CSV file (or a directory of them, or a BEIR directory) into
     collection ``collection`` of ``eng``, creating it when absent; resumes an interrupted run.
@@ -65,6 +71,14 @@ def ingest(
         progress: called after each committed chunk with the running report.
         lexical: a new collection from texts keeps a BM25 index of them (lexical and hybrid
             search); False skips it. An existing collection keeps its own setting.
+        shards: a new collection is sharded this many ways by id hash (``ShardedCollection``);
+            an existing sharded collection must have as many.
+        ray: read, check and encode on a Ray cluster (Ray Data; ``"local"`` starts one on this
+            machine, else a Ray address): ``engine.ingest.distributed``. The shards are hosted
+            where ``eng`` hosts them (``Engine(ray=...)``).
+        encoders, gpus_per_encoder, cpus_per_encoder: with ``ray``, the encoder actors: how
+            many, and the GPUs (may be fractional) and CPUs (default: the cluster's CPUs
+            shared among them) each one takes.
 
     Raises:
         InputError: unreadable input or absent columns. MalformedInputError: malformed rows
@@ -72,11 +86,17 @@ def ingest(
         ValueError: arguments that do not fit each other or the collection.
     """
     _check_arguments(on_error, encoder, vector_column, batch_size)
+    _check_ray(ray, encoders, gpus_per_encoder, cpus_per_encoder)
     source = Source(input, format)
     t0 = time.perf_counter()
     if overwrite and collection in eng.list_collections():
         eng.drop_collection(collection)
     col = eng.open_collection(collection) if collection in eng.list_collections() else None
+    if shards is not None and col is not None and getattr(col, "shards", 1) != shards:
+        raise ValueError(
+            f"collection {collection!r} has {getattr(col, 'shards', 1)} shard(s), not {shards}: "
+            "index into it without --shards, or pass --overwrite to rebuild it"
+        )
     plan, encoder_spec = make_plan(
         source,
         col,
@@ -116,13 +136,37 @@ def ingest(
             index=index,
             metric=metric or "cosine",
             lexical=lexical and plan.vector_column is None,
+            shards=shards,
         )
     else:
         check_fits(col, plan, encoder=encoder, index=index, metric=metric)
         if on_error == "fail" and state is None:
             check_all(source, plan, batch_size, col.dim, col, multi=col.multi_vector)
-    Pipeline(col, source, plan, run, state, batch_size, on_error, report, progress, t0).run()
+    args = (col, source, plan, run, state, batch_size, on_error, report, progress, t0)
+    if ray is None:
+        Pipeline(*args).run()
+        return report
+    from . import distributed  # imports ray: only for --ray runs
+
+    distributed.connect(ray)
+    options = {
+        "encoders": encoders,
+        "gpus_per_encoder": gpus_per_encoder,
+        "cpus_per_encoder": cpus_per_encoder,
+    }
+    distributed.RayPipeline(*args, ray_options=options).run()
     return report
+
+
+def _check_ray(ray: str | None, encoders: Any, gpus: Any, cpus: Any) -> None:
+    if ray is not None and (not isinstance(ray, str) or not ray.strip()):
+        raise ValueError(f"ray must be 'local' or a Ray address, got {ray!r}")
+    if isinstance(encoders, bool) or not isinstance(encoders, int) or encoders < 1:
+        raise ValueError(f"encoders must be a positive integer, got {encoders!r}")
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0:
+        raise ValueError(f"gpus_per_encoder must be a number >= 0, got {gpus!r}")
+    if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
+        raise ValueError(f"cpus_per_encoder must be a positive integer, got {cpus!r}")
 
 
 def _check_arguments(
