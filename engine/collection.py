@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import encoders
 import index as ix
 from index import storage
@@ -181,6 +183,14 @@ class Collection(WriteMixin, SearchMixin):
         keys = check_ids(ids)
         with self._lock.read():
             return self._contents.get(keys)
+
+    def quantizer(self) -> dict[str, np.ndarray] | None:
+        """The trained quantizer of an ``ivf`` or ``pq`` index (copies of its arrays, as
+        ``index.train_quantizer`` returns them: what ``adopt_quantizer`` takes), or None while
+        it is untrained or for an index of another kind."""
+        with self._lock.read():
+            idx = self._contents.index
+            return idx.quantizer() if isinstance(idx, (ix.IVFIndex, ix.PQIndex)) else None
 
     def set_fusion(
         self,

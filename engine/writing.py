@@ -8,13 +8,14 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import encoders
+import index as ix
 from index.tokens import offsets_of
 
 from . import encoding, locking, wal
@@ -238,6 +239,51 @@ class WriteMixin:
                     self._dirty = True
         self._commit(seq)
         return len(present)
+
+    def adopt_quantizer(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Makes the empty collection's ``ivf`` or ``pq`` index trained with a quantizer trained
+        elsewhere (``index.train_quantizer`` with the collection's index spec, dim and metric),
+        so that every vector added later goes into the inverted lists of those centroids:
+        the shards of one collection share a quantizer this way.
+
+        Durable when it returns: it writes a checkpoint at once, so a reopen after a crash has
+        the adopted quantizer, and the writes logged after it replay into its lists.
+
+        Args:
+            arrays: ``{"centroids": (nlist, dim)}``, plus ``"pq_centroids"`` for PQ codes;
+                float32, finite (``Collection.quantizer()`` of another collection returns them).
+
+        Raises:
+            ValueError: the index kind shares no quantizer, the collection holds items, or the
+                arrays do not fit the index (the message names the array).
+            ReadOnlyError: the collection takes no writes.
+
+        Example:
+            >>> q = index.train_quantizer(col.index_spec, col.dim, col.metric, sample)
+            >>> col.adopt_quantizer(q)
+        """
+        self._check_writable()
+        with self._lock.quiesce():
+            self._check_writable()
+            idx = self._contents.index
+            if not isinstance(idx, (ix.IVFIndex, ix.PQIndex)):
+                raise ValueError(
+                    f"collection {self.name!r} has index {idx.spec!r}, which has no quantizer "
+                    "to adopt (only ivf and pq indexes do)"
+                )
+            if len(self._contents):
+                raise ValueError(
+                    f"collection {self.name!r} holds {len(self._contents)} items; a quantizer "
+                    "can only be adopted while it is empty"
+                )
+            with self._lock:
+                idx.adopt_quantizer(arrays)  # checks the arrays before it changes anything
+                self._dirty = True
+            # Memory now differs from the last checkpoint in a way the log cannot replay: a
+            # failed checkpoint must stop writes, or they would be logged against the wrong lists.
+            with self._failing_write():
+                self.flush()
+        log.info("collection %r: adopted a quantizer for %s", self.name, idx.spec)
 
     # ---- replay: writes from the log -------------------------------------------------------------
     def replay(

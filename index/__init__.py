@@ -4,7 +4,8 @@ MUVERA (FDE search + exact Chamfer rerank) with its baselines (exhaustive Chamfe
 
 Every index follows one protocol (see ``index.base``, and ``index.multivector`` for token sets):
 ``add``, ``remove``, ``search`` returning ``(scores (m, k), labels (m, k))`` with -1 / -inf
-padding, ``save``, ``load``.
+padding, ``save``, ``load``. IVF and PQ indexes can share one quantizer trained on a sample
+(``train_quantizer``, ``shares_quantizer``; see ``index.shared_quantizer``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from .quantized_hnsw import BinaryIndex as BinaryIndex
 from .quantized_hnsw import SQ8Index as SQ8Index
 from .quantized_pq import PQIndex as PQIndex
 from .recall import recall_at_k as recall_at_k
+from .shared_quantizer import shares_quantizer as shares_quantizer
+from .shared_quantizer import train_quantizer as train_quantizer
 from .spec import parse_spec as parse_spec
 from .storage import CorruptFileError as CorruptFileError
 from .token_ann import TokenANNIndex as TokenANNIndex
@@ -49,4 +52,6 @@ __all__ = [
     "load",
     "parse_spec",
     "recall_at_k",
+    "shares_quantizer",
+    "train_quantizer",
 ]

@@ -4,12 +4,18 @@ Until enough vectors exist to train the coarse quantizer (and the product quanti
 keeps its vectors in a buffer and answers exactly; the vectors it holds then train it and move in.
 Files are plain ``.npy`` arrays (centroids, codebooks, inverted lists), rebuilt into faiss
 structures on load, so faiss never parses a file from disk.
+
+Several indexes can share one quantizer instead (the shards of one collection):
+``train_quantizer`` trains it on a sample and returns its arrays, and ``adopt_quantizer`` makes
+an empty index trained with them, so that every vector added later goes straight into the
+lists of the shared centroids.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,19 +173,141 @@ class IVFIndex(Index):
 
     def _train_from_buffer(self) -> None:
         x, lab = self._buffer.live()
-        cap = MAX_TRAIN_POINTS_PER_CENTROID * max(self.params["nlist"], 1 << self.params["nbits"])
-        sample = x
-        if x.shape[0] > cap:
-            rng = np.random.default_rng(1234)
-            sample = x[np.sort(rng.choice(x.shape[0], cap, replace=False))]
-        ix = self._empty_faiss()
-        ix.train(sample)
+        ix = self._train_faiss(x)
         ix.set_direct_map_type(faiss.DirectMap.Hashtable)
         ix.add_with_ids(x, lab)
         self._faiss = ix
         self._live = RowStore(0)
         self._live.load(_no_columns(len(lab)), np.sort(lab))
         self._buffer = RowStore(self.dim)
+
+    def _train_faiss(self, x: np.ndarray) -> Any:
+        """An empty faiss index trained on (a seeded sample of at most
+        ``MAX_TRAIN_POINTS_PER_CENTROID * max(nlist, 2**nbits)`` rows of) prepared vectors."""
+        cap = MAX_TRAIN_POINTS_PER_CENTROID * max(self.params["nlist"], 1 << self.params["nbits"])
+        sample = x
+        if x.shape[0] > cap:
+            rng = np.random.default_rng(1234)
+            sample = x[np.sort(rng.choice(x.shape[0], cap, replace=False))]
+        ix = self._empty_faiss()
+        ix.train(np.ascontiguousarray(sample, dtype=np.float32))
+        return ix
+
+    def _faiss_from(self, centroids: np.ndarray, pq_centroids: np.ndarray | None) -> Any:
+        """An empty, trained faiss index with these (checked) centroids and PQ codebooks; the
+        caller sets the direct map once its lists are filled (setting it rebuilds it)."""
+        ix = self._empty_faiss()
+        ix.quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        if self.params["pq"]:
+            assert pq_centroids is not None
+            pqc = np.ascontiguousarray(pq_centroids, dtype=np.float32).ravel()
+            faiss.copy_array_to_vector(pqc, ix.pq.centroids)
+            ix.is_trained = True
+            ix.precompute_table()
+        ix.is_trained = True
+        return ix
+
+    def _quantizer_arrays(self, ix: Any) -> dict[str, np.ndarray]:
+        out = {"centroids": ix.quantizer.reconstruct_n(0, self.params["nlist"])}
+        if self.params["pq"]:
+            pq = ix.pq
+            out["pq_centroids"] = faiss.vector_to_array(pq.centroids).reshape(
+                pq.M, pq.ksub, pq.dsub
+            )
+        return out
+
+    # ---- a shared quantizer ------------------------------------------------------------------
+    def train_quantizer(self, sample: Any) -> dict[str, np.ndarray]:
+        """Trains a coarse quantizer (and, for ``pq > 0``, the PQ codebooks) on ``sample``, as
+        the index trains itself (the same seeded sample cap and faiss training), without adding
+        anything to this index or changing it.
+
+        Args:
+            sample: (n, dim) finite float vectors, at least ``nlist`` of them (and ``2**nbits``
+                for ``pq > 0``); ``train_size`` or more is what faiss' k-means wants.
+
+        Returns:
+            ``{"centroids": (nlist, dim) float32}``, plus ``"pq_centroids": (pq, 2**nbits,
+            dim // pq) float32`` for ``pq > 0``: what ``adopt_quantizer`` takes.
+
+        Raises:
+            ValueError: bad vectors, or fewer than the training needs.
+
+        Example:
+            >>> q = IVFIndex(8, nlist=4).train_quantizer(np.random.rand(200, 8))
+            >>> q["centroids"].shape
+            (4, 8)
+        """
+        x = self._prepare_batch(self._check_batch(sample, "sample")[0])
+        p = self.params
+        need = max(p["nlist"], (1 << p["nbits"]) if p["pq"] else 1)
+        if x.shape[0] < need:
+            raise ValueError(
+                f"a quantizer for {self.spec} trains on at least {need} vectors "
+                f"(nlist{' and 2**nbits' if p['pq'] else ''}), got a sample of {x.shape[0]}"
+            )
+        return self._quantizer_arrays(self._train_faiss(x))
+
+    def quantizer(self) -> dict[str, np.ndarray] | None:
+        """The trained quantizer's arrays (as ``train_quantizer`` returns them; copies), or None
+        while the index is untrained."""
+        with self._lock:
+            return self._quantizer_arrays(self._faiss) if self.trained else None
+
+    def adopt_quantizer(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Makes this empty index trained with a quantizer trained elsewhere (``train_quantizer``
+        of an index with the same spec, dim and metric): vectors added later go straight into
+        its inverted lists. An empty index that was trained already takes the new one.
+
+        Args:
+            arrays: ``{"centroids": (nlist, dim) float32}``, plus ``"pq_centroids"`` (pq,
+                2**nbits, dim // pq) float32 for ``pq > 0``; finite. Copied.
+
+        Raises:
+            ValueError: the index holds vectors, or an array is missing, extra, of the wrong
+                shape or dtype, or not finite (the message names it).
+        """
+        centroids, pq_centroids = self._check_quantizer(arrays)
+        with self._lock:
+            if len(self):
+                raise ValueError(
+                    f"adopt_quantizer needs an empty index; this {self.kind} index holds "
+                    f"{len(self)} vectors"
+                )
+            ix = self._faiss_from(centroids, pq_centroids)
+            ix.set_direct_map_type(faiss.DirectMap.Hashtable)
+            self._faiss = ix
+            self._live = RowStore(0)
+            self._buffer = RowStore(self.dim)
+            self._gpu_stale = True
+
+    def _check_quantizer(self, arrays: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        if not isinstance(arrays, Mapping):
+            raise ValueError(f"a quantizer is a dict of arrays, got {type(arrays).__name__}")
+        p = self.params
+        want: dict[str, tuple[int, ...]] = {"centroids": (p["nlist"], self.dim)}
+        if p["pq"]:
+            want["pq_centroids"] = (p["pq"], 1 << p["nbits"], self.dim // p["pq"])
+        extra = sorted(set(map(str, arrays)) - set(want))
+        missing = sorted(set(want) - set(map(str, arrays)))
+        if extra or missing:
+            raise ValueError(
+                f"a quantizer for {self.spec} holds {sorted(want)}; "
+                f"got {sorted(map(str, arrays))} (missing {missing}, unexpected {extra})"
+            )
+        for name, shape in want.items():
+            a = arrays[name]
+            if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+                kind = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(f"quantizer array {name!r} must be a float32 array, got {kind}")
+            if a.shape != shape:
+                raise ValueError(
+                    f"quantizer array {name!r} has shape {a.shape}, expected {shape} "
+                    f"for {self.spec} at dim={self.dim}"
+                )
+            if not np.isfinite(a).all():
+                raise ValueError(f"quantizer array {name!r} contains NaN or inf")
+        return arrays["centroids"], arrays.get("pq_centroids")
 
     def _remove(self, labels: np.ndarray) -> None:
         with self._lock:
@@ -251,7 +379,6 @@ class IVFIndex(Index):
             return list(_BUFFER_FILES)
         ix = self._faiss
         nlist = self.params["nlist"]
-        centroids = ix.quantizer.reconstruct_n(0, nlist)
         sizes = np.array([ix.invlists.list_size(i) for i in range(nlist)], dtype=np.int64)
         ids = np.empty(int(sizes.sum()), dtype=np.int64)
         codes = np.empty((ids.size, ix.code_size), dtype=np.uint8)
@@ -264,17 +391,9 @@ class IVFIndex(Index):
                     ix.invlists.get_codes(i), n * ix.code_size
                 ).reshape(n, ix.code_size)
                 pos += n
-        files = {
-            "centroids.npy": centroids,
-            "list_sizes.npy": sizes,
-            "ids.npy": ids,
-            "codes.npy": codes,
-        }
-        if self.params["pq"]:
-            pq = ix.pq
-            files["pq_centroids.npy"] = faiss.vector_to_array(pq.centroids).reshape(
-                pq.M, pq.ksub, pq.dsub
-            )
+        # A trained index may hold no vectors (one that adopted a quantizer): empty lists.
+        files = {f"{name}.npy": arr for name, arr in self._quantizer_arrays(ix).items()}
+        files.update({"list_sizes.npy": sizes, "ids.npy": ids, "codes.npy": codes})
         for name, arr in files.items():
             storage.save_npy(directory / name, arr)
         return list(files)
@@ -292,7 +411,7 @@ class IVFIndex(Index):
             self._buffer.load(x, lab)
             return
         p = self.params
-        ix = self._empty_faiss()
+        code_size = self._empty_faiss().code_size
         cpath = directory / "centroids.npy"
         centroids = storage.load_npy(cpath, np.float32, 2)
         if centroids.shape != (p["nlist"], self.dim) or not np.isfinite(centroids).all():
@@ -306,23 +425,20 @@ class IVFIndex(Index):
             raise storage.CorruptFileError(
                 directory / "list_sizes.npy", "list sizes do not match ids.npy"
             )
-        if codes.shape != (ids.shape[0], ix.code_size):
+        if codes.shape != (ids.shape[0], code_size):
             raise storage.CorruptFileError(
                 directory / "codes.npy",
-                f"shape {codes.shape}, expected ({ids.shape[0]}, {ix.code_size})",
+                f"shape {codes.shape}, expected ({ids.shape[0]}, {code_size})",
             )
         _check_ids(directory / "ids.npy", ids)
-        ix.quantizer.add(centroids)
+        pqc = None
         if p["pq"]:
             ppath = directory / "pq_centroids.npy"
             pqc = storage.load_npy(ppath, np.float32, 3)
             want = (p["pq"], 1 << p["nbits"], self.dim // p["pq"])
             if pqc.shape != want or not np.isfinite(pqc).all():
                 raise storage.CorruptFileError(ppath, f"shape {pqc.shape}, expected {want} finite")
-            faiss.copy_array_to_vector(np.ascontiguousarray(pqc).ravel(), ix.pq.centroids)
-            ix.is_trained = True
-            ix.precompute_table()
-        ix.is_trained = True
+        ix = self._faiss_from(centroids, pqc)
         ids = np.ascontiguousarray(ids)
         codes = np.ascontiguousarray(codes)
         pos = 0

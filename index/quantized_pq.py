@@ -3,13 +3,15 @@
 
 The codes are an ``IVFIndex`` (``ivf:pq=M``) kept inside and saved in ``inner/`` with its own
 manifest, whose SHA-256 the outer manifest records: IVF-PQ's training, filtered search (an
-``IDSelector``, ``nprobe`` widened for selective filters), removal and its checked ``.npy``
-files are that index's. It holds labels directly (faiss IVF removes for real: no tombstones).
+``IDSelector``, ``nprobe`` widened for selective filters), removal, a quantizer shared between
+indexes (``train_quantizer``, ``adopt_quantizer``) and its checked ``.npy`` files are that
+index's. It holds labels directly (faiss IVF removes for real: no tombstones).
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,43 @@ class PQIndex(QuantizedIndex):
     @property
     def train_size(self) -> int:
         return self._inner.train_size
+
+    # ---- a shared quantizer (the inner index's; see ``IVFIndex.train_quantizer``) -------------
+    def train_quantizer(self, sample: Any) -> dict[str, np.ndarray]:
+        """Trains the coarse quantizer and the PQ codebooks on ``sample`` (at least
+        ``max(nlist, 2**nbits)`` vectors), as the index trains itself, without changing it.
+
+        Returns:
+            ``{"centroids": (nlist, dim), "pq_centroids": (M, 2**nbits, dim // M)}``, float32:
+            what ``adopt_quantizer`` of an index with the same spec, dim and metric takes.
+
+        Raises:
+            ValueError: bad vectors, or fewer than the training needs.
+        """
+        x = self._prepare_batch(self._check_batch(sample, "sample")[0])
+        return self._new_inner().train_quantizer(x)
+
+    def quantizer(self) -> dict[str, np.ndarray] | None:
+        """The trained quantizer's arrays (copies), or None while the index is untrained."""
+        with self._lock:
+            return self._inner.quantizer()
+
+    def adopt_quantizer(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Makes this empty index trained with a quantizer trained elsewhere
+        (``train_quantizer``): vectors added later are coded with it at once.
+
+        Raises:
+            ValueError: the index holds vectors, or the arrays do not fit its spec (the message
+                names the array).
+        """
+        with self._lock:
+            if len(self):
+                raise ValueError(
+                    f"adopt_quantizer needs an empty index; this pq index holds {len(self)} vectors"
+                )
+            inner = self._new_inner()
+            inner.adopt_quantizer(arrays)
+            self._inner = inner
 
     def _codes_train(self, x: np.ndarray, labels: np.ndarray) -> None:
         # The inner index trains itself (on a sample) once it holds train_size vectors.
