@@ -58,12 +58,17 @@ class ShardedCollection:
         self.encoder_spec: str | None = self._config.get("encoder")
         self.text_field: str | None = self._config.get("text_field")
         self.multi_vector = ix.spec.is_multivector(ix.parse_spec(self._config["index"])[0])
+        # Each shard stores the default fusion (set_fusion sets it on all): shard 0's is it.
         self._fusion = (
-            Fusion.from_dict(self._config["fusion"]) if "fusion" in self._config else (Fusion())
+            Fusion.from_dict(self._shards.call(0, "fusion").result()) if self.lexical else Fusion()
         )
         self._encoder: encoders.Encoder | None = None
         self._store = TokenSetStore(self.dim) if self.multi_vector else VectorStore(self.dim)
         self._write_lock = threading.Lock()
+        self._shared_quantizer = ix.shares_quantizer(self.index_spec)
+        if self._shared_quantizer:
+            trained, _ = self._shards.gather("quantizer")
+            self._shared_quantizer = any(q is None for q in trained)
         positions, _ = self._shards.gather("position")
         self._positions = [int(p) for p in positions]
         self._durability = "fsync"
@@ -161,6 +166,47 @@ class ShardedCollection:
         ]
         return out
 
+    # ---- the shared quantizer (ivf, pq) -------------------------------------------------------
+    @property
+    def needs_quantizer(self) -> bool:
+        """An ``ivf`` / ``pq`` collection whose shards have no quantizer yet: one write of at
+        least ``train_size`` vectors (or ``train_quantizer``) trains one for all of them."""
+        return self._shared_quantizer
+
+    @property
+    def train_size(self) -> int:
+        """Vectors a shared quantizer trains on (the index's own training size)."""
+        idx: Any = ix.from_spec(self.index_spec, self.dim, self.metric)
+        return int(getattr(idx, "train_size", 0))
+
+    def train_quantizer(self, sample: Any) -> None:
+        """Trains the coarse quantizer (and PQ codebooks) of an empty ``ivf`` / ``pq``
+        collection once, on ``sample`` ((n, dim) vectors), and installs it in every shard, so
+        that all shards index into the same lists (as one index over all the data would). A
+        write of at least ``train_size`` vectors to the empty collection does this itself;
+        without it each shard trains on its own first ``train_size`` vectors.
+
+        Raises:
+            ValueError: the index has no quantizer, the collection is not empty, or the
+                sample is too small or malformed.
+        """
+        if not ix.shares_quantizer(self.index_spec):
+            raise ValueError(f"index {self.index_spec!r} has no quantizer to train")
+        with self._write_lock:
+            self._train_quantizer(np.asarray(sample, dtype=np.float32))
+
+    def _train_quantizer(self, x: np.ndarray) -> None:
+        if len(self):
+            raise ValueError(
+                f"collection {self.name!r} is not empty: a shared quantizer is trained before "
+                "the first vectors go in"
+            )
+        arrays = ix.train_quantizer(self.index_spec, self.dim, self.metric, x)
+        _, missing = self._shards.gather("adopt_quantizer", (arrays,), partial=True)
+        if missing:
+            raise ShardUnavailableError(self.name, missing, "installing the quantizer")
+        self._shared_quantizer = False
+
     # ---- writes ---------------------------------------------------------------------------------
     def add(
         self,
@@ -223,6 +269,8 @@ class ShardedCollection:
             raise ValueError(f"got {len(texts)} texts for {len(keys)} ids")
         where = shards.split_rows(shards.shard_of(keys, self.n_shards), self.n_shards)
         with self._write_lock:
+            if self._shared_quantizer and len(keys) >= self.train_size and not len(self):
+                self._train_quantizer(x)
             if marker is not None and position is None:
                 position = max(self._positions) + 1
             if not replace:
@@ -270,11 +318,6 @@ class ShardedCollection:
         return enc.encode_documents(texts), (texts if lexical else None)
 
     def _refuse_existing(self, keys: list[str], where: list[np.ndarray]) -> None:
-        seen: set[str] = set()
-        for k in keys:
-            if k in seen:
-                raise ValueError(f"id {k!r} appears twice in one write")
-            seen.add(k)
         send = [i for i in range(self.n_shards) if len(where[i])]
         found, missing = self._shards.gather(
             "contains", lambda i: ([keys[j] for j in where[i]],), shards=send, partial=True
@@ -483,7 +526,7 @@ class ShardedCollection:
         mode = check_mode(mode)
         k = check_k(k)
         plan = fusion_for(mode, fusion, weight, rrf_k, depth, base=self._fusion)
-        queries = vectors
+        queries, given = vectors, texts
         if _are_texts(vectors) and mode != "lexical":
             enc = self.encoder
             if enc is None:
@@ -494,8 +537,8 @@ class ShardedCollection:
             queries = enc.encode_queries(texts)
         options: dict[str, Any] = {"where": where, **params}
         if mode == "dense":
-            if texts is not None:
-                options["texts"] = texts  # refused by the shards in the engine's words
+            if given is not None:
+                options["texts"] = given  # refused by the shards in the engine's words
             return self._fan_out(queries, k, options, partial)
         if mode == "lexical":
             return self._fan_out(

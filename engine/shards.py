@@ -203,8 +203,12 @@ class ShardHost:
     def describe(self) -> dict[str, Any]:
         return self.col.describe()
 
+    def fusion(self) -> dict[str, Any]:
+        return self.col.fusion.to_dict()
+
     def set_fusion(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self.col.set_fusion(**args).to_dict()
+        a = args
+        return self.col.set_fusion(a["method"], a["weight"], a["rrf_k"], a["depth"]).to_dict()
 
     def setting(self, name: str, value: Any) -> None:
         """Sets ``durability`` or ``checkpoint_bytes`` of the shard's collection."""
@@ -228,7 +232,10 @@ class ShardHost:
         self.col.close()
 
     def adopt_quantizer(self, arrays: dict[str, np.ndarray]) -> None:
-        self.col.adopt_quantizer(arrays)  # type: ignore[attr-defined]
+        self.col.adopt_quantizer(arrays)
+
+    def quantizer(self) -> dict[str, np.ndarray] | None:
+        return self.col.quantizer()
 
 
 # ---- a set of shards in this process ---------------------------------------------------------

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from .. import collection as collection_mod
 from ..collection import Collection
 from ..errors import ShardUnavailableError
@@ -79,6 +81,10 @@ class Pipeline:
         # A sharded collection takes each write at a position (the run's base plus its rows
         # done), the same positions when the run resumes: shards that hold a write skip it.
         self.sharded = isinstance(col, ShardedCollection)
+        # An empty sharded ivf / pq collection: the first chunks are held until there are
+        # enough vectors to train the quantizer all shards share, then written in order.
+        self.held: list[Batch] = []
+        self.hold = isinstance(col, ShardedCollection) and col.needs_quantizer and not len(col)
         self.base = 0
         if isinstance(col, ShardedCollection):
             self.base = int(state["base"]) if state and "base" in state else col.position
@@ -189,7 +195,34 @@ class Pipeline:
                 log.warning("%s; waiting for it, then writing again", e)
                 self.col.wait_ready(SHARD_WAIT)
 
+    def _hold(self, batch: Batch | None) -> list[Batch]:
+        """The batches to commit now: while the shared quantizer waits for enough vectors,
+        none (``batch`` is held); then the held ones, after training it on them. ``None``:
+        the run's end (the quantizer trains on what there is, if that is enough)."""
+        col = self.col
+        assert isinstance(col, ShardedCollection)
+        if batch is not None:
+            self.held.append(batch)
+        have = sum(len(b.ids) for b in self.held)
+        if batch is not None and have < col.train_size:
+            return []
+        self.hold = False
+        held, self.held = self.held, []
+        vectors = [b.vectors for b in held if b.ids]
+        if vectors and have >= col.train_size:
+            t = time.perf_counter()
+            col.train_quantizer(np.concatenate(vectors))
+            self._time("train", t)
+        return held
+
     def _commit(self, batch: Batch) -> None:
+        if self.hold:
+            for held in self._hold(batch):
+                self._commit_one(held)
+            return
+        self._commit_one(batch)
+
+    def _commit_one(self, batch: Batch) -> None:
         col = self.col
         self.skipped += len(batch.bad)
         self.added += len(batch.ids)
@@ -311,6 +344,9 @@ class Pipeline:
 
     def _finish(self) -> None:
         """Marks the run done, checkpoints the collection and completes the report."""
+        if self.hold:
+            for held in self._hold(None):
+                self._commit_one(held)
         col = self.col
         done = self._state(self.rows_done, done=True)
         self._retrying(lambda: col.set_marker(done, **self._at(self.rows_done + 1)))
