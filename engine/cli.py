@@ -13,7 +13,7 @@ from typing import Any
 
 from index import storage
 
-from . import demo
+from . import demo, shards
 from .checkpoint import verify as verify_checkpoint
 from .engine import Engine
 from .errors import CollectionNotFoundError
@@ -53,6 +53,9 @@ def _info(args: argparse.Namespace) -> int:
         print(f"{d['name']}: {d['count']:,} items, {_size(d['bytes_on_disk'])} on disk")
         print(f"  dim {d['dim']} ({kind}), metric {d['metric']}, index {d['index']}")
         print(f"  encoder {d.get('encoder') or '(none: vectors given directly)'}")
+        if d.get("shards"):
+            counts = ", ".join(f"{p['count']:,}" for p in d["per_shard"])
+            print(f"  {d['shards']} shards by id hash, {d['hosted']} ({counts} items)")
         lex = d.get("lexical")
         if lex:
             source = f"payload field {d['text_field']!r}" if d.get("text_field") else "texts"
@@ -82,8 +85,14 @@ def _verify(args: argparse.Namespace) -> int:
     bad = 0
     for n in names:
         start = time.perf_counter()
+        path = eng.path / n
         try:
-            checked = verify_checkpoint(eng.path / n)
+            if shards.is_sharded(path):  # each shard is an ordinary collection directory
+                manifest = shards.read_manifest(path)
+                parts = [path / shards.shard_name(i) for i in range(manifest["shards"])]
+                checked = sum(verify_checkpoint(part) for part in parts)
+            else:
+                checked = verify_checkpoint(path)
         except storage.CorruptFileError as e:
             print(f"{n}: CORRUPT: {e}")
             bad += 1

@@ -296,3 +296,60 @@ def test_an_ivf_ingest_trains_the_shared_quantizer_on_its_first_chunks(tmp_path)
         assert len(col) == 900 and not col.needs_quantizer
         a, b = (h.quantizer()["centroids"] for h in col._shards.hosts)
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_cli_indexes_describes_verifies_and_searches_a_sharded_collection(tmp_path, capsys):
+    from engine import cli
+
+    ids, x, payloads = data(120)
+    path = tmp_path / "in.jsonl"
+    with open(path, "w") as f:
+        for k, v, p in zip(ids, x, payloads, strict=True):
+            f.write(json.dumps({"id": k, "vector": v.tolist(), **p}) + "\n")
+    data_dir = str(tmp_path / "data")
+    common = ["--data", data_dir]
+    assert (
+        cli.main(
+            [
+                "index",
+                str(path),
+                *common,
+                "--collection",
+                "c",
+                "--vector-column",
+                "vector",
+                "--index",
+                "flat",
+                "--shards",
+                "2",
+                "--payload-columns",
+                "group",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert cli.main(["info", *common]) == 0
+    assert "2 shards by id hash, in-process" in capsys.readouterr().out
+    assert cli.main(["verify", *common]) == 0
+    (tmp_path / "data" / "c" / "shard-001" / "manifest.json").write_text("{}")
+    assert cli.main(["verify", *common]) == 1
+    assert "CORRUPT" in capsys.readouterr().out
+    assert (
+        cli.main(
+            [
+                "index",
+                str(path),
+                *common,
+                "--collection",
+                "d",
+                "--vector-column",
+                "vector",
+                "--encoders",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "need --ray" in capsys.readouterr().err
