@@ -17,7 +17,9 @@ Imports ray: only ``engine.engine`` imports this module, lazily, for ``Engine(ra
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -70,10 +72,48 @@ class _ShardActor:
                 return
 
     def run(self, method: str, *args: Any) -> Any:
-        if self.host is None:
-            assert self.error is not None
-            raise self.error
-        return getattr(self.host, method)(*args)
+        try:
+            if self.host is None:
+                assert self.error is not None
+                raise self.error
+            return getattr(self.host, method)(*args)
+        except Exception as e:
+            raise _portable(e) from None
+
+
+class _Carried(Exception):
+    """An exception that Ray could not rebuild in the caller (its ``__init__`` takes other
+    arguments than its message, as ``CorruptFileError``'s): its class, message and attributes,
+    rebuilt there by ``_cause``."""
+
+    def __init__(self, module: str, qualname: str, message: str, state: dict[str, Any]) -> None:
+        super().__init__(module, qualname, message, state)
+        self.module, self.qualname, self.message, self.state = module, qualname, message, state
+
+
+def _portable(e: Exception) -> Exception:
+    """``e`` itself if it survives Ray's serialization (pickle, Ray's own transport), else a
+    ``_Carried`` that does."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 - anything that does not round-trip is carried
+        cls = type(e)
+        return _Carried(cls.__module__, cls.__qualname__, str(e), dict(vars(e)))
+
+
+def _rebuild(c: _Carried) -> BaseException:
+    """The exception a ``_Carried`` describes: its own class, message and attributes."""
+    try:
+        cls = getattr(importlib.import_module(c.module), c.qualname)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(c.qualname)
+        out = cls.__new__(cls)
+        BaseException.__init__(out, c.message)
+        out.__dict__.update(c.state)
+        return out
+    except Exception:  # noqa: BLE001 - a class this process cannot rebuild
+        return RuntimeError(f"{c.module}.{c.qualname}: {c.message}")
 
 
 class RayShards:
@@ -117,7 +157,9 @@ class RayShards:
             num_cpus=num_cpus,
             scheduling_strategy="SPREAD",
         )
-        self._actors: list[Any] = [self._actor_cls.remote(path, name, options) for path, name in parts]
+        self._actors: list[Any] = [
+            self._actor_cls.remote(path, name, options) for path, name in parts
+        ]
         try:
             self.wait_ready(ready_timeout_s)
         except BaseException:
@@ -265,6 +307,8 @@ class RayShards:
 def _cause(e: rex.RayTaskError) -> BaseException:
     """The exception the shard's method raised (Ray wraps it in a RayTaskError)."""
     cause = getattr(e, "cause", None)
+    if isinstance(cause, _Carried):
+        return _rebuild(cause)
     if isinstance(cause, BaseException):
         return cause
     return RuntimeError(str(e))
