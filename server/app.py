@@ -31,6 +31,8 @@ class Server:
         config: settings (see ``ServerConfig``).
         engine: serve this engine instead of opening ``config.data``; the server closes it on
             ``stop`` either way.
+        ray: where the engine it opens hosts the shards of sharded collections (``Engine``'s
+            ``ray``: None in this process, ``"local"`` or a Ray address); with ``engine``, unused.
 
     Example:
         >>> srv = Server(ServerConfig(data="./vecdex-data", port=0))
@@ -38,10 +40,12 @@ class Server:
         >>> await srv.stop()
     """
 
-    def __init__(self, config: ServerConfig, engine: Engine | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, engine: Engine | None = None, ray: str | None = None
+    ) -> None:
         check_bind(config.host, config.token, config.insecure)
         self.config = config
-        self.engine = engine if engine is not None else Engine(config.data)
+        self.engine = engine if engine is not None else Engine(config.data, ray=ray)
         self.port: int | None = None
         self._executor = ThreadPoolExecutor(config.workers, thread_name_prefix="vecdex-rpc")
         # Searches and encoders get threads of their own, few and always the same: every new
@@ -142,9 +146,13 @@ class Server:
             log.info("stopped; collections checkpointed")
 
 
-async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
-    srv = Server(config)
+async def serve(
+    config: ServerConfig,
+    on_ready: Callable[[int], None] | None = None,
+    ray: str | None = None,
+) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully (``ray``: see ``Server``)."""
+    srv = Server(config, ray=ray)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -160,6 +168,10 @@ async def serve(config: ServerConfig, on_ready: Callable[[int], None] | None = N
         await srv.stop()
 
 
-def run(config: ServerConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Blocking ``serve`` for the CLI."""
-    asyncio.run(serve(config, on_ready))
+def run(
+    config: ServerConfig,
+    on_ready: Callable[[int], None] | None = None,
+    ray: str | None = None,
+) -> None:
+    """Blocking ``serve`` for the CLI (``ray``: see ``Server``, e.g. ``vecdex serve --ray``)."""
+    asyncio.run(serve(config, on_ready, ray))

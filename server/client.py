@@ -27,7 +27,6 @@ from engine import (
     CollectionLike,
     CollectionNotFoundError,
     Fusion,
-    Hit,
     ReadOnlyError,
     Record,
     SearchResult,
@@ -36,6 +35,7 @@ from engine import (
 from engine.collection import check_ids
 from engine.engine import lexical_config
 from engine.fusion import check_mode, fusion_for
+from engine.results import Hits
 
 from .convert import (
     dict_to_struct,
@@ -389,22 +389,26 @@ class RemoteCollection:
         weight: float | None = None,
         rrf_k: float | None = None,
         depth: int | None = None,
+        partial: bool = False,
         **params: Any,
-    ) -> list[Hit]:
+    ) -> Hits:
         """The k best matches for one query: a text, a (dim,) vector or an (n, dim) token set.
 
         ``mode`` (``dense``, ``lexical``, ``hybrid``), ``text`` (the lexical query text beside a
         query vector) and the hybrid fusion arguments are ``Collection.search``'s; what the wire
         cannot carry is refused here with the engine's message, the rest by the server.
+        ``partial`` (sharded collections only): when a shard is down, the hits of the others,
+        with ``missing_shards`` naming it, instead of an UNAVAILABLE error.
         """
-        req = pb.SearchRequest(collection=self.name, k=_k(k))
+        req = pb.SearchRequest(collection=self.name, k=_k(k), partial=bool(partial))
         _set_mode(req, mode, fusion, weight, rrf_k, depth)
         if text is not None:
             req.text = _check_text(text)
         if vector is not None:
             set_query(req.query, vector)
         _filters(req, where, params)
-        return hits_from(self._call("Search", req))
+        msg = self._call("Search", req)
+        return Hits(hits_from(msg), missing_shards=tuple(msg.missing_shards))
 
     def search_batch(
         self,
@@ -418,11 +422,12 @@ class RemoteCollection:
         weight: float | None = None,
         rrf_k: float | None = None,
         depth: int | None = None,
+        partial: bool = False,
         **params: Any,
     ) -> SearchResult:
         """The k best matches for each of m queries (texts, an (m, dim) array, or token sets);
-        ``mode``, ``texts`` and the fusion arguments are ``Collection.search_batch``'s."""
-        req = pb.SearchBatchRequest(collection=self.name, k=_k(k))
+        ``mode``, ``texts``, the fusion arguments and ``partial`` are ``search_batch``'s."""
+        req = pb.SearchBatchRequest(collection=self.name, k=_k(k), partial=bool(partial))
         _set_mode(req, mode, fusion, weight, rrf_k, depth)
         if texts is not None:
             if isinstance(texts, str) or not hasattr(texts, "__iter__"):

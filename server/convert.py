@@ -196,7 +196,7 @@ def result_from(msg: pb.SearchBatchResponse, k: int) -> SearchResult:
         ids[i, :n] = [h.id for h in r.hits]
         scores[i, :n] = [h.score for h in r.hits]
         payloads.append([struct_to_dict(h.payload) for h in r.hits])
-    return SearchResult(ids, scores, payloads)
+    return SearchResult(ids, scores, payloads, missing_shards=tuple(msg.missing_shards))
 
 
 def record_message(rec: Record | None, id: str, out: pb.Record) -> None:

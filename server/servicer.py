@@ -33,7 +33,9 @@ from engine import (
     Fusion,
     ReadOnlyError,
 )
+from engine.errors import ShardUnavailableError
 from engine.fusion import check_mode
+from engine.sharded import ShardedCollection
 
 from .batcher import DeadlineExpired, MicroBatcher
 from .config import Limits
@@ -101,6 +103,8 @@ def status_of(e: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.ALREADY_EXISTS, str(e)
     if isinstance(e, FilterError):
         return grpc.StatusCode.INVALID_ARGUMENT, f"where: {e}"
+    if isinstance(e, ShardUnavailableError):
+        return grpc.StatusCode.UNAVAILABLE, str(e)
     if isinstance(e, CorruptFileError):
         return grpc.StatusCode.DATA_LOSS, str(e)
     if isinstance(e, (ReadOnlyError, CollectionLockedError)):
@@ -270,6 +274,16 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         if mode != "dense":  # dense searches call the engine exactly as before modes existed
             options["mode"] = mode
         return mode, options
+
+    @staticmethod
+    def _partial(col: CollectionLike, request: Any) -> dict[str, Any]:
+        """``{"partial": True}`` for a partial search of a sharded collection (refused on
+        another), else nothing: a plain collection's search takes no ``partial``."""
+        if not request.partial:
+            return {}
+        if not isinstance(col, ShardedCollection):
+            raise invalid(f"partial: collection {col.name!r} is not sharded")
+        return {"partial": True}
 
     @staticmethod
     def _params(request: Any) -> dict[str, Any]:
@@ -465,7 +479,9 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             kind, value, text = TEXT, text, None
         where = optional_struct(request, "where")
         params = self._params(request)
-        if self.batcher is not None and kind is not None:
+        partial = self._partial(col, request)
+        # A partial search reports its own missing shards: it is answered on its own.
+        if self.batcher is not None and kind is not None and not partial:
             # The batcher adds the mode, the fusion settings and whether a text is given.
             key = (
                 id(col),
@@ -489,9 +505,18 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             if text is not None:
                 options["text"] = text
             hits = await run_blocking(
-                self._search_executor, col.search, value, k, where=where, **options, **params
+                self._search_executor,
+                col.search,
+                value,
+                k,
+                where=where,
+                **options,
+                **partial,
+                **params,
             )
-        return hits_message(hits, pb.SearchResponse())
+        out = hits_message(hits, pb.SearchResponse())
+        out.missing_shards.extend(getattr(hits, "missing_shards", ()))
+        return out
 
     @_rpc
     async def SearchBatch(
@@ -528,10 +553,18 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         queries: Any = None if not values else np.stack(values) if kind == VECTOR else values
         where = optional_struct(request, "where")
         params = self._params(request)
+        partial = self._partial(col, request)
         result = await run_blocking(
-            self._search_executor, col.search_batch, queries, k, where=where, **options, **params
+            self._search_executor,
+            col.search_batch,
+            queries,
+            k,
+            where=where,
+            **options,
+            **partial,
+            **params,
         )
-        out = pb.SearchBatchResponse()
+        out = pb.SearchBatchResponse(missing_shards=result.missing_shards)
         for i in range(len(result)):
             hits_message(result[i], out.results.add())
         return out

@@ -218,7 +218,7 @@ class GetResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "k", "where", "params", "mode", "text", "fusion", "weight", "rrf_k", "depth")
+    __slots__ = ("collection", "query", "k", "where", "params", "mode", "text", "fusion", "weight", "rrf_k", "depth", "partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,7 @@ class SearchRequest(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     RRF_K_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: Query
     k: int
@@ -241,7 +242,8 @@ class SearchRequest(_message.Message):
     weight: float
     rrf_k: float
     depth: int
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., text: _Optional[str] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
+    partial: bool
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., text: _Optional[str] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "payload")
@@ -254,13 +256,15 @@ class Hit(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits",)
+    __slots__ = ("hits", "missing_shards")
     HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ...) -> None: ...
+    missing_shards: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., missing_shards: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SearchBatchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "where", "params", "mode", "texts", "fusion", "weight", "rrf_k", "depth")
+    __slots__ = ("collection", "queries", "k", "where", "params", "mode", "texts", "fusion", "weight", "rrf_k", "depth", "partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +276,7 @@ class SearchBatchRequest(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     RRF_K_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     k: int
@@ -283,13 +288,16 @@ class SearchBatchRequest(_message.Message):
     weight: float
     rrf_k: float
     depth: int
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
+    partial: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
 
 class SearchBatchResponse(_message.Message):
-    __slots__ = ("results",)
+    __slots__ = ("results", "missing_shards")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[SearchResponse]
-    def __init__(self, results: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ...) -> None: ...
+    missing_shards: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ..., missing_shards: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SetFusionRequest(_message.Message):
     __slots__ = ("collection", "fusion", "weight", "rrf_k", "depth")
