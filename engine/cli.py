@@ -385,7 +385,7 @@ def _serve(args: argparse.Namespace) -> int:
         auth = "token required" if token else "no token"
         print(f"vecdex: serving {args.data} on {args.host}:{port} ({scheme}, {auth})", flush=True)
 
-    run(config, on_ready=ready)
+    run(config, on_ready=ready, ray=args.ray)
     return 0
 
 
@@ -538,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grace", type=float, default=10.0, help="shutdown drain, seconds")
     s.add_argument("--max-message-mb", type=int, default=64, help="largest message")
     s.add_argument("--max-k", type=int, default=1000, help="largest k")
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="host sharded collections' shards as Ray actors (no address: a local cluster)",
+    )
     s.set_defaults(func=_serve)
     return p
 

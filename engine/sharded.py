@@ -20,6 +20,7 @@ What is not the same as one collection:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ from .itemstore import TokenSetStore, VectorStore
 from .payloads import check_payloads
 from .results import Hits, Record, SearchResult
 from .writing import check_ids, check_marker
+
+log = logging.getLogger(__name__)
 
 
 class ShardedCollection:
@@ -363,14 +366,24 @@ class ShardedCollection:
         if wait is not None:
             wait(timeout)
 
-    def settled(self, key: str, position: int) -> bool:
-        """Whether ``key`` is held by its shard from before ``position``: False for an id a
+    def settled(self, keys: list[str], position: int) -> list[bool]:
+        """Whether each key is held by its shard from before ``position``: False for an id a
         shard took at or after ``position`` (a resumed job re-sends that write, and the shard
         skips it), True for an id it held before. For a job's duplicate checks."""
-        i = int(shards.shard_of([key], self.n_shards)[0])
-        if self._positions[i] >= position:
-            return False
-        return bool(self._shards.call(i, "contains", [key]).result()[0])
+        where = shards.split_rows(shards.shard_of(keys, self.n_shards), self.n_shards)
+        ask = [i for i in range(self.n_shards) if len(where[i]) and self._positions[i] < position]
+        out = [False] * len(keys)
+        if not ask:
+            return out
+        found, missing = self._shards.gather(
+            "contains", lambda i: ([keys[j] for j in where[i]],), shards=ask, partial=True
+        )
+        if missing:
+            raise ShardUnavailableError(self.name, missing, "reading which ids it holds")
+        for i, present in zip(ask, found, strict=True):
+            for j, there in zip(where[i], present, strict=True):
+                out[j] = bool(there)
+        return out
 
     def delete(self, ids: Any) -> int:
         """Deletes the given ids (absent ones are ignored); how many were deleted."""
@@ -461,7 +474,11 @@ class ShardedCollection:
             return
         self.closed = True
         try:
-            self._shards.gather("close")
+            # A shard that is down has nothing unsaved to lose: its log holds every write it
+            # acknowledged, and its next open replays it.
+            _, missing = self._shards.gather("close", partial=True)
+            if missing:
+                log.warning("collection %r: shards %s were down at close", self.name, missing)
         finally:
             self._shards.close()
 

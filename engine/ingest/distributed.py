@@ -46,8 +46,9 @@ _ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "SENTENCE_TRANSFORM
 
 
 # ---- a chunk as bytes -------------------------------------------------------------------------
-def pack(batch: Batch) -> bytes:
-    """A checked (and maybe encoded) chunk as bytes: a JSON header, then its float32 vectors."""
+def pack(batch: Batch, where: list[str]) -> bytes:
+    """A checked (and maybe encoded) chunk as bytes: a JSON header, then its float32 vectors.
+    ``where`` names each row to write as a message would (``Chunk.where``: row and line)."""
     lengths: list[int] | None = None
     vectors = b""
     shape: list[int] | None = None
@@ -68,6 +69,7 @@ def pack(batch: Batch) -> bytes:
         "texts": batch.texts,
         "payloads": batch.payloads,
         "bad": [[b.where, b.id, b.reason] for b in batch.bad],
+        "where": where,
         "shape": shape,
         "lengths": lengths,
     }
@@ -75,7 +77,7 @@ def pack(batch: Batch) -> bytes:
     return len(header).to_bytes(8, "little") + header + vectors
 
 
-def unpack(blob: bytes) -> Batch:
+def unpack(blob: bytes) -> tuple[Batch, list[str]]:
     n = int.from_bytes(blob[:8], "little")
     head = json.loads(blob[8 : 8 + n].decode("utf-8"))
     vectors: Any = None
@@ -86,7 +88,7 @@ def unpack(blob: bytes) -> Batch:
         else:
             cuts = np.cumsum([0, *head["lengths"]])
             vectors = [x[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-    return Batch(
+    batch = Batch(
         start=head["start"],
         end=head["end"],
         rows=head["rows"],
@@ -96,6 +98,7 @@ def unpack(blob: bytes) -> Batch:
         payloads=head["payloads"],
         bad=[BadRow(w, i, r) for w, i, r in head["bad"]],
     )
+    return batch, head["where"]
 
 
 # ---- the Ray Data stages --------------------------------------------------------------------
@@ -118,7 +121,8 @@ def _read_chunks(
         if last >= 0 and first + n >= last:
             return
         batch = check_chunk(chunk, plan, dim, None, multi)
-        yield {"chunk": np.array([first + n]), "blob": np.array([pack(batch)], dtype=object)}
+        where = [chunk.where(row) for row in batch.rows]
+        yield {"chunk": np.array([first + n]), "blob": np.array([pack(batch, where)], dtype=object)}
 
 
 class _Encode:
@@ -136,10 +140,10 @@ class _Encode:
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, Any]:
         out = []
         for blob in rows["blob"]:
-            batch = unpack(blob)
+            batch, where = unpack(blob)
             if batch.texts is not None and batch.ids:
                 batch.vectors = self.encoder.encode_documents(batch.texts)
-            out.append(pack(batch))
+            out.append(pack(batch, where))
         return {"chunk": rows["chunk"], "blob": np.array(out, dtype=object)}
 
 
@@ -156,10 +160,12 @@ def encoded_chunks(
     encoders: int,
     gpus_per_encoder: float,
     cpus_per_encoder: int | None,
-) -> Iterator[Batch]:
-    """The input's chunks from row ``start`` on, checked and encoded on the cluster, in order."""
+) -> Iterator[tuple[Batch, list[str]]]:
+    """The input's chunks from row ``start`` on, checked and encoded on the cluster, in order,
+    each with the names of its rows to write (``pack``)."""
     import ray
 
+    cluster_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     first = start // batch_size
     n_chunks = None if total_rows is None else max(0, math.ceil(total_rows / batch_size) - first)
     ranges: list[tuple[int, int]]
@@ -188,10 +194,13 @@ def encoded_chunks(
         },
         batch_size=1,
         batch_format="numpy",
-        num_cpus=1,
+        # With encoders, reading is the light stage and takes no CPU of its own: encoder
+        # actors holding every CPU would otherwise leave read tasks unscheduled for good.
+        num_cpus=0 if encoder is not None else 1,
+        compute=ray.data.TaskPoolStrategy(size=max(1, min(len(ranges), cluster_cpus))),
     )
     if encoder is not None:
-        cpus = cpus_per_encoder or max(1, int(ray.cluster_resources().get("CPU", 1)) // encoders)
+        cpus = cpus_per_encoder or max(1, cluster_cpus // encoders)
         ds = ds.map_batches(
             _Encode,
             fn_constructor_args=(encoder, cpus),
@@ -243,8 +252,8 @@ class RayPipeline(Pipeline):
                 **self.ray_options,
             )
             t = time.perf_counter()
-            for batch in chunks:
-                batch = self._drop_written(batch)
+            for batch, where in chunks:
+                batch = self._drop_written(batch, where)
                 with self.pending_lock:
                     self.pending[batch.start] = set(batch.ids)
                 self._time("read", t)
@@ -255,16 +264,17 @@ class RayPipeline(Pipeline):
         except BaseException as e:  # handed to the caller's thread
             self._put(self.checked, _Failed(e))
 
-    def _drop_written(self, batch: Batch) -> Batch:
+    def _drop_written(self, batch: Batch, where: list[str]) -> Batch:
         """The batch less ids an earlier chunk or run wrote (unless the run upserts)."""
         if self.plan.upsert or not batch.ids:
             return batch
-        keep = [j for j, k in enumerate(batch.ids) if not self._exists(k, batch.end)]
+        written = self._exist_many(batch.ids, batch.end)
+        keep = [j for j, there in enumerate(written) if not there]
         if len(keep) == len(batch.ids):
             return batch
         dropped = sorted(set(range(len(batch.ids))) - set(keep))
         why = "duplicate id: already in the collection (an earlier row or run)"
-        bad = [BadRow(f"row {batch.rows[j] + 1}", batch.ids[j], why) for j in dropped]
+        bad = [BadRow(where[j], batch.ids[j], why) for j in dropped]
         x = batch.vectors
         return Batch(
             start=batch.start,

@@ -90,18 +90,19 @@ class Pipeline:
             self.base = int(state["base"]) if state and "base" in state else col.position
 
     def _exists(self, key: str, position: int) -> bool:
-        """Whether an earlier chunk or run wrote ``key`` (the chunk ending at ``position``
-        checks it): a shard that already took this chunk (a resumed run) does not count."""
+        return self._exist_many([key], position)[0]
+
+    def _exist_many(self, keys: list[str], position: int) -> list[bool]:
+        """Whether an earlier chunk or run wrote each key (the chunk ending at ``position``
+        checks them): a shard that already took this chunk (a resumed run) does not count."""
         col = self.col
-        there = (
-            col.settled(key, self.base + position)
-            if isinstance(col, ShardedCollection)
-            else key in col
-        )
-        if there:
-            return True
+        if isinstance(col, ShardedCollection):
+            there: list[bool] = self._retrying(lambda: col.settled(keys, self.base + position))
+        else:
+            there = [k in col for k in keys]
         with self.pending_lock:
-            return any(key in ids for ids in self.pending.values())
+            pending = [ids for ids in self.pending.values()]
+        return [t or any(k in ids for ids in pending) for k, t in zip(keys, there, strict=True)]
 
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
         while not self.stop.is_set():
@@ -182,17 +183,16 @@ class Pipeline:
         """A write's position argument: sharded collections only."""
         return {"position": self.base + position} if self.sharded else {}
 
-    def _retrying(self, write: Callable[[], None]) -> None:
-        """Runs a write; while a shard is down, waits for it (Ray restarts it) and writes again:
-        shards that took the write already skip it (same position)."""
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        """Runs a call to the collection; while a shard is down, waits for it (Ray restarts
+        it) and calls again: shards that took a write already skip it (same position)."""
         for attempt in range(SHARD_RETRIES + 1):
             try:
-                write()
-                return
+                return call()
             except ShardUnavailableError as e:
                 if attempt == SHARD_RETRIES or not isinstance(self.col, ShardedCollection):
                     raise
-                log.warning("%s; waiting for it, then writing again", e)
+                log.warning("%s; waiting for it, then trying again", e)
                 self.col.wait_ready(SHARD_WAIT)
 
     def _hold(self, batch: Batch | None) -> list[Batch]:
@@ -208,7 +208,7 @@ class Pipeline:
             return []
         self.hold = False
         held, self.held = self.held, []
-        vectors = [b.vectors for b in held if b.ids]
+        vectors = [b.vectors for b in held if b.ids and isinstance(b.vectors, np.ndarray)]
         if vectors and have >= col.train_size:
             t = time.perf_counter()
             col.train_quantizer(np.concatenate(vectors))
