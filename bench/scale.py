@@ -154,14 +154,9 @@ def text_runs(args: argparse.Namespace, corpus: Path) -> list[Run]:
     ray = {**base, "ray": True}
 
     def cpus(encoders: int, per: int) -> dict[str, Any]:
-        # Ray Data's read tasks take 1 CPU each: a cluster whose CPUs the encoder actors hold
-        # entirely never schedules a read and hangs (see /tmp/notes-scale.md), so the cluster
-        # gets one logical CPU beyond the encoders' (the reads are light; the cores stay 2).
-        return {
-            "encoders": encoders,
-            "cpus_per_encoder": per,
-            "ray_cpus": max(args.ray_cpus, encoders * per + 1),
-        }
+        # The cluster has the machine's cores: with encoders, Ray Data's read tasks take no
+        # CPU of their own (engine/ingest/distributed.py).
+        return {"encoders": encoders, "cpus_per_encoder": per, "ray_cpus": args.ray_cpus}
 
     return [
         Run("index-text", "local-1t", {**base, "threads": 1}, "local, torch 1 thread"),

@@ -41,6 +41,7 @@ _DOWN: tuple[type[BaseException], ...] = (
     rex.RayActorError,
     rex.GetTimeoutError,
 )
+SHARD_CONCURRENCY = 8  # calls one shard actor runs at once
 # How long a new actor waits for its shard's lock, held by a previous actor that is exiting.
 LOCK_WAIT_S = 10.0
 
@@ -152,6 +153,10 @@ class RayShards:
         self._parts = list(parts)
         self._options = dict(options)
         self._actor_cls: Any = ray.remote(_ShardActor).options(
+            # Threads: concurrent searches on a shard run together (the collection's own
+            # read-write lock orders them against writes, which the sharded collection sends
+            # one at a time).
+            max_concurrency=SHARD_CONCURRENCY,
             max_restarts=-1,
             max_task_retries=0,
             num_cpus=num_cpus,
