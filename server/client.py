@@ -36,6 +36,7 @@ from engine.collection import check_ids
 from engine.engine import lexical_config
 from engine.fusion import check_mode, fusion_for
 from engine.results import Hits
+from engine.shards import check_shards
 
 from .convert import (
     dict_to_struct,
@@ -163,8 +164,10 @@ class Client:
         exist_ok: bool = False,
         lexical: bool | dict[str, Any] | None = None,
         text_field: str | None = None,
+        shards: int | None = None,
     ) -> RemoteCollection:
-        """Creates a collection on the server (see ``Engine.create_collection``).
+        """Creates a collection on the server (see ``Engine.create_collection``; ``shards``:
+        a sharded collection, served as one).
 
         ``encoder`` is a spec the server resolves: ``default``, ``token[:...]`` or a model
         directory on the server's machine. ``lexical`` (True, False, a dict of BM25 options, or
@@ -185,6 +188,7 @@ class Client:
             index=index,
             exist_ok=exist_ok,
             text_field=text_field or "",
+            shards=check_shards(shards) if shards is not None else 0,
         )
         if isinstance(lexical, dict):
             set_lexical_options(req.lexical_options, checked["lexical"])
@@ -250,6 +254,7 @@ class RemoteCollection:
         self._lexical = bool(info.lexical)
         # Whether items are token sets (a multi-vector index) rather than one vector each.
         self.multi_vector = bool(info.multi_vector)
+        self.shards: int | None = int(info.shards) or None  # None: not sharded
 
     def __repr__(self) -> str:
         return (
@@ -290,6 +295,8 @@ class RemoteCollection:
             out.update(lexical_count=info.lexical_count, fusion=fusion_from(info.fusion).to_dict())
         out["bytes_on_disk"] = info.bytes_on_disk
         out["memory"] = memory_from(info)
+        if info.shards:
+            out["shards"] = info.shards
         return out
 
     def set_fusion(

@@ -307,6 +307,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             text_field=str(d.get("text_field") or ""),
             lexical_count=int(d.get("lexical_count") or 0),
             multi_vector=bool(d.get("multi_vector")),
+            shards=int(d.get("shards") or 0),
         )
         if d.get("lexical") is not None:
             set_lexical_options(info.lexical_options, d["lexical"])
@@ -337,6 +338,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             exist_ok=request.exist_ok,
             lexical=lexical,
             text_field=request.text_field or None,
+            shards=request.shards or None,
         )
         return self._info(await self.run(col.describe))
 

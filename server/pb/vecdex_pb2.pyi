@@ -30,7 +30,7 @@ class Query(_message.Message):
     def __init__(self, text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., multi_vector: _Optional[_Union[MultiVector, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dim", "encoder", "metric", "index", "exist_ok", "lexical", "lexical_options", "text_field")
+    __slots__ = ("name", "dim", "encoder", "metric", "index", "exist_ok", "lexical", "lexical_options", "text_field", "shards")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     ENCODER_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class CreateCollectionRequest(_message.Message):
     LEXICAL_FIELD_NUMBER: _ClassVar[int]
     LEXICAL_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     encoder: str
@@ -49,7 +50,8 @@ class CreateCollectionRequest(_message.Message):
     lexical: bool
     lexical_options: LexicalOptions
     text_field: str
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., encoder: _Optional[str] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., exist_ok: _Optional[bool] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ...) -> None: ...
+    shards: int
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., encoder: _Optional[str] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., exist_ok: _Optional[bool] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class LexicalOptions(_message.Message):
     __slots__ = ("language", "stopwords", "k1", "b", "method")
@@ -78,7 +80,7 @@ class Fusion(_message.Message):
     def __init__(self, method: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk", "lexical", "lexical_options", "text_field", "fusion", "lexical_count", "multi_vector", "ram_bytes", "disk_bytes")
+    __slots__ = ("name", "dim", "metric", "index", "encoder", "count", "bytes_on_disk", "lexical", "lexical_options", "text_field", "fusion", "lexical_count", "multi_vector", "ram_bytes", "disk_bytes", "shards")
     class RamBytesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +110,7 @@ class CollectionInfo(_message.Message):
     MULTI_VECTOR_FIELD_NUMBER: _ClassVar[int]
     RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
@@ -123,7 +126,8 @@ class CollectionInfo(_message.Message):
     multi_vector: bool
     ram_bytes: _containers.ScalarMap[str, int]
     disk_bytes: _containers.ScalarMap[str, int]
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., lexical_count: _Optional[int] = ..., multi_vector: _Optional[bool] = ..., ram_bytes: _Optional[_Mapping[str, int]] = ..., disk_bytes: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    shards: int
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., index: _Optional[str] = ..., encoder: _Optional[str] = ..., count: _Optional[int] = ..., bytes_on_disk: _Optional[int] = ..., lexical: _Optional[bool] = ..., lexical_options: _Optional[_Union[LexicalOptions, _Mapping]] = ..., text_field: _Optional[str] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., lexical_count: _Optional[int] = ..., multi_vector: _Optional[bool] = ..., ram_bytes: _Optional[_Mapping[str, int]] = ..., disk_bytes: _Optional[_Mapping[str, int]] = ..., shards: _Optional[int] = ...) -> None: ...
 
 class DropCollectionRequest(_message.Message):
     __slots__ = ("name",)

@@ -127,6 +127,23 @@ def test_sharded_collection_served_like_the_embedded_one(tmp_path, start_server)
     ref.close()
 
 
+def test_a_sharded_collection_created_through_the_client(tmp_path, start_server):
+    ids, x, payloads, q = corpus()
+    ref = Engine(tmp_path / "embedded")
+    one = ref.create_collection("one", dim=DIM, index="flat")
+    one.add(ids, x, payloads)
+    srv = start_server(engine=Engine(tmp_path / "served"))
+    with Client(srv.address) as client:
+        col = client.create_collection("sh", dim=DIM, index="flat", shards=3)
+        assert col.shards == 3 and client.open_collection("sh").describe()["shards"] == 3
+        col.add(ids, x, payloads)
+        same_result(col.search_batch(q, 10), one.search_batch(q, 10))
+        with pytest.raises(ValueError, match="shards"):
+            client.create_collection("bad", dim=DIM, shards=0)
+        assert client.create_collection("plain", dim=DIM).shards is None
+    ref.close()
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
     ray = pytest.importorskip("ray")
