@@ -153,7 +153,7 @@ def _index(args: argparse.Namespace) -> int:
         bar.update(r.resumed_from + r.rows - bar.n)
         bar.set_postfix(written=f"{r.added:,}", skipped=f"{r.skipped:,}", refresh=False)
 
-    if (args.encoders != 1 or args.gpus_per_encoder) and args.ray is None:
+    if (args.encoders != 1 or args.gpus_per_encoder is not None) and args.ray is None:
         print("vecdex: error: --encoders and --gpus-per-encoder need --ray", file=sys.stderr)
         return 2
     # With --ray the shards are Ray actors too (HNSW shards build in parallel processes).
@@ -457,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("--encoders", type=int, default=1, help="--ray: encoder actors")
     scale.add_argument(
-        "--gpus-per-encoder", type=float, default=0.0, help="--ray: GPUs per encoder actor"
+        "--gpus-per-encoder",
+        type=float,
+        help="--ray: GPUs per encoder actor (default: 1 when the cluster has one per encoder)",
     )
     x.add_argument("--quiet", action="store_true", help="no progress bar or report")
     x.add_argument(

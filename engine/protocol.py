@@ -1,7 +1,8 @@
 """``CollectionLike``: the collection-level API that code may rely on, embedded or remote.
 
-``engine.Collection`` (in-process) and ``server.RemoteCollection`` (over gRPC) both implement it,
-and mypy checks that they do (``_conforms`` below, and its twin in ``server/client.py``), so a
+``engine.Collection`` (in-process), ``engine.sharded.ShardedCollection`` and
+``server.RemoteCollection`` (over gRPC) implement it, and mypy checks that they do
+(``_conforms`` below, and its twin in ``server/client.py``), so a
 method added to one and not the other fails ``make check``. Code written against
 ``CollectionLike`` moves between the two by changing the line that opens the collection.
 """
@@ -16,6 +17,7 @@ from .results import Hit, Record, SearchResult
 
 if TYPE_CHECKING:
     from .collection import Collection
+    from .sharded import ShardedCollection
 
 
 @runtime_checkable
@@ -138,3 +140,6 @@ if TYPE_CHECKING:
 
     def _conforms(col: Collection) -> CollectionLike:
         return col  # mypy: the embedded Collection implements the protocol
+
+    def _sharded_conforms(col: ShardedCollection) -> CollectionLike:
+        return col  # and so does a sharded one

@@ -158,7 +158,7 @@ def encoded_chunks(
     encoder: str | None,
     *,
     encoders: int,
-    gpus_per_encoder: float,
+    gpus_per_encoder: float | None,
     cpus_per_encoder: int | None,
 ) -> Iterator[tuple[Batch, list[str]]]:
     """The input's chunks from row ``start`` on, checked and encoded on the cluster, in order,
@@ -201,6 +201,11 @@ def encoded_chunks(
     )
     if encoder is not None:
         cpus = cpus_per_encoder or max(1, cluster_cpus // encoders)
+        if gpus_per_encoder is None:  # GPU actors when the cluster has a GPU for each
+            gpus_per_encoder = 1.0 if ray.cluster_resources().get("GPU", 0) >= encoders else 0.0
+        log.info(
+            "%d encoder actor(s), %d CPU(s) and %g GPU(s) each", encoders, cpus, gpus_per_encoder
+        )
         ds = ds.map_batches(
             _Encode,
             fn_constructor_args=(encoder, cpus),

@@ -45,7 +45,7 @@ def ingest(
     shards: int | None = None,
     ray: str | None = None,
     encoders: int = 1,
-    gpus_per_encoder: float = 0.0,
+    gpus_per_encoder: float | None = None,
     cpus_per_encoder: int | None = None,
 ) -> Report:
     """Indexes a Parquet / JSONL / CSV file (or a directory of them, or a BEIR directory) into
@@ -77,8 +77,9 @@ def ingest(
             machine, else a Ray address): ``engine.ingest.distributed``. The shards are hosted
             where ``eng`` hosts them (``Engine(ray=...)``).
         encoders, gpus_per_encoder, cpus_per_encoder: with ``ray``, the encoder actors: how
-            many, and the GPUs (may be fractional) and CPUs (default: the cluster's CPUs
-            shared among them) each one takes.
+            many, and the GPUs (may be fractional; default: one each when the cluster has a
+            GPU for every encoder, else none) and CPUs (default: the cluster's CPUs shared
+            among them) each one takes.
 
     Raises:
         InputError: unreadable input or absent columns. MalformedInputError: malformed rows
@@ -163,7 +164,9 @@ def _check_ray(ray: str | None, encoders: Any, gpus: Any, cpus: Any) -> None:
         raise ValueError(f"ray must be 'local' or a Ray address, got {ray!r}")
     if isinstance(encoders, bool) or not isinstance(encoders, int) or encoders < 1:
         raise ValueError(f"encoders must be a positive integer, got {encoders!r}")
-    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0:
+    if gpus is not None and (
+        isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0
+    ):
         raise ValueError(f"gpus_per_encoder must be a number >= 0, got {gpus!r}")
     if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1):
         raise ValueError(f"cpus_per_encoder must be a positive integer, got {cpus!r}")

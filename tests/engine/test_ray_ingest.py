@@ -101,7 +101,6 @@ def test_malformed_rows_are_named_by_row_through_ray(cluster, tmp_path):
     assert sorted(map(str, report.errors)) == sorted(map(str, want.errors))
 
 
-@pytest.mark.slow
 def test_a_shard_actor_killed_during_a_run_is_waited_for_and_the_run_completes(cluster, tmp_path):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((400, 8)).astype(np.float32)

@@ -353,3 +353,21 @@ def test_the_cli_indexes_describes_verifies_and_searches_a_sharded_collection(tm
         == 2
     )
     assert "need --ray" in capsys.readouterr().err
+
+
+def test_sharded_token_sets_answer_as_one_multi_vector_collection(eng):
+    rng = np.random.default_rng(8)
+    sets = [
+        rng.standard_normal((int(rng.integers(2, 7)), DIM)).astype(np.float32) for _ in range(80)
+    ]
+    ids = [f"m{i}" for i in range(80)]
+    one = eng.create_collection("one", dim=DIM, index="chamfer")
+    sh = eng.create_collection("sh", dim=DIM, index="chamfer", shards=3)
+    for col in (one, sh):
+        col.add(ids, sets, [{"i": i} for i in range(80)])
+    q = [rng.standard_normal((3, DIM)).astype(np.float32) for _ in range(5)]
+    same(sh.search_batch(q, 6), one.search_batch(q, 6))
+    assert sh.search(q[0], 4, where={"i": {"$gte": 40}}) == one.search(
+        q[0], 4, where={"i": {"$gte": 40}}
+    )
+    np.testing.assert_array_equal(sh.get(["m7"])[0].vector, sets[7])
