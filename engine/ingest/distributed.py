@@ -27,14 +27,13 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..sources import Source
-from .pipeline import _END, Pipeline, _Failed
+from .pipeline import Pipeline
 from .plan import Plan
 from .report import BadRow
 from .rows import Batch, check_chunk
@@ -241,33 +240,24 @@ class RayPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.ray_options = ray_options
 
-    def _read(self) -> None:
-        try:
-            col = self.col
-            encoder = col.encoder_spec if self.plan.vector_column is None else None
-            chunks = encoded_chunks(
-                self.source,
-                self.plan,
-                self.batch_size,
-                self.report.resumed_from,
-                self.report.total_rows,
-                col.dim,
-                col.multi_vector,
-                encoder,
-                **self.ray_options,
-            )
-            t = time.perf_counter()
-            for batch, where in chunks:
-                batch = self._drop_written(batch, where)
-                with self.pending_lock:
-                    self.pending[batch.start] = set(batch.ids)
-                self._time("read", t)
-                if not self._put(self.checked, batch):
-                    return
-                t = time.perf_counter()
-            self._put(self.checked, _END)
-        except BaseException as e:  # handed to the caller's thread
-            self._put(self.checked, _Failed(e))
+    def _checked_batches(self) -> Iterator[Batch]:
+        """Chunks read, checked and encoded on the cluster (``encoded_chunks``), less the
+        ids already written."""
+        col = self.col
+        encoder = col.encoder_spec if self.plan.vector_column is None else None
+        chunks = encoded_chunks(
+            self.source,
+            self.plan,
+            self.batch_size,
+            self.report.resumed_from,
+            self.report.total_rows,
+            col.dim,
+            col.multi_vector,
+            encoder,
+            **self.ray_options,
+        )
+        for batch, where in chunks:
+            yield self._drop_written(batch, where)
 
     def _drop_written(self, batch: Batch, where: list[str]) -> Batch:
         """The batch less ids an earlier chunk or run wrote (unless the run upserts)."""

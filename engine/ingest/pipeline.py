@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -128,23 +128,10 @@ class Pipeline:
         return now
 
     def _read(self) -> None:
+        """The reader thread: checked batches onto ``checked``, in input order."""
         try:
-            chunks = self.source.chunks(
-                self.plan.columns(),
-                self.batch_size,
-                skip=self.report.resumed_from,
-                strings=self.plan.strings(),
-            )
             t = time.perf_counter()
-            for chunk in chunks:
-                end = chunk.start + chunk.n
-                batch = check_chunk(
-                    chunk,
-                    self.plan,
-                    self.col.dim,
-                    lambda key, end=end: self._exists(key, end),  # type: ignore[misc]
-                    self.col.multi_vector,
-                )
+            for batch in self._checked_batches():
                 with self.pending_lock:
                     self.pending[batch.start] = set(batch.ids)
                 self._time("read", t)
@@ -154,6 +141,24 @@ class Pipeline:
             self._put(self.checked, _END)
         except BaseException as e:  # handed to the caller's thread
             self._put(self.checked, _Failed(e))
+
+    def _checked_batches(self) -> Iterator[Batch]:
+        """The input's chunks from the resume point on, each checked."""
+        chunks = self.source.chunks(
+            self.plan.columns(),
+            self.batch_size,
+            skip=self.report.resumed_from,
+            strings=self.plan.strings(),
+        )
+        for chunk in chunks:
+            end = chunk.start + chunk.n
+            yield check_chunk(
+                chunk,
+                self.plan,
+                self.col.dim,
+                lambda key, end=end: self._exists(key, end),  # type: ignore[misc]
+                self.col.multi_vector,
+            )
 
     def _write(self) -> None:
         try:
