@@ -285,7 +285,7 @@ class ShardedCollection:
                 return (
                     replace,
                     [keys[j] for j in r],
-                    _take(x, offsets, r),
+                    shards.take_rows(x, offsets, r),
                     [rows[j] for j in r],
                     None if texts is None else [texts[j] for j in r],
                     marker,
@@ -565,7 +565,7 @@ class ShardedCollection:
         deep = max(k, plan.depth)
         dense = self._fan_out(queries, deep, options, partial)
         lexical = self._fan_out(None, deep, {**options, "mode": "lexical", "texts": texts}, partial)
-        return _fuse(plan, dense, lexical, k)
+        return shards.fuse(plan, dense, lexical, k)
 
     def _fan_out(
         self, queries: Any, k: int, options: dict[str, Any], partial: bool
@@ -583,39 +583,5 @@ class ShardedCollection:
         return merged
 
 
-def _take(x: np.ndarray, offsets: np.ndarray | None, rows: np.ndarray) -> Any:
-    """Rows ``rows`` of a checked write: an (r, dim) array, or r token sets."""
-    if offsets is None:
-        return x[rows]
-    return [x[offsets[j] : offsets[j + 1]] for j in rows]
-
-
 def _are_texts(queries: Any) -> bool:
     return isinstance(queries, (list, tuple)) and bool(queries) and isinstance(queries[0], str)
-
-
-def _fuse(plan: Fusion, dense: SearchResult, lexical: SearchResult, k: int) -> SearchResult:
-    """Fuses the merged dense and lexical rankings (ids) as one collection fuses its own."""
-    m = len(dense)
-    out_ids = np.full((m, k), None, dtype=object)
-    out_scores = np.full((m, k), -np.inf, dtype=np.float32)
-    out_payloads: list[list[dict[str, Any]]] = []
-    for i in range(m):
-        # Labels in order of first appearance (dense first): ties fall to the better dense rank.
-        label_of: dict[str, int] = {}
-        payload_of: dict[str, dict[str, Any]] = {}
-        sides = []
-        for res in (dense, lexical):
-            labels = np.full(res.ids.shape[1], -1, dtype=np.int64)
-            for j, hit in enumerate(res[i]):
-                labels[j] = label_of.setdefault(hit.id, len(label_of))
-                payload_of.setdefault(hit.id, hit.payload)
-            sides.append((res.scores[i : i + 1], labels[None, :]))
-        scores, labels = plan.fuse(sides[0], sides[1], k)
-        names = list(label_of)
-        hits = [int(lab) for lab in labels[0] if lab >= 0]
-        out_ids[i, : len(hits)] = [names[lab] for lab in hits]
-        out_scores[i, : len(hits)] = scores[0, : len(hits)]
-        out_payloads.append([payload_of[names[lab]] for lab in hits])
-    missing = tuple(sorted(set(dense.missing_shards) | set(lexical.missing_shards)))
-    return SearchResult(out_ids, out_scores, out_payloads, missing_shards=missing)

@@ -32,6 +32,7 @@ import numpy as np
 
 from index import storage
 
+from .fusion import Fusion
 from .results import Record, SearchResult
 
 SHARDED_MANIFEST = "sharded.json"
@@ -318,3 +319,37 @@ def split_rows(shard: np.ndarray, n: int) -> list[np.ndarray]:
     order = np.argsort(shard, kind="stable")
     bounds = np.searchsorted(shard[order], np.arange(n + 1))
     return [order[bounds[i] : bounds[i + 1]] for i in range(n)]
+
+
+def take_rows(x: np.ndarray, offsets: np.ndarray | None, rows: np.ndarray) -> Any:
+    """Rows ``rows`` of a checked write: an (r, dim) array, or r token sets."""
+    if offsets is None:
+        return x[rows]
+    return [x[offsets[j] : offsets[j + 1]] for j in rows]
+
+
+def fuse(plan: Fusion, dense: SearchResult, lexical: SearchResult, k: int) -> SearchResult:
+    """Fuses the merged dense and lexical rankings (ids) as one collection fuses its own."""
+    m = len(dense)
+    out_ids = np.full((m, k), None, dtype=object)
+    out_scores = np.full((m, k), -np.inf, dtype=np.float32)
+    out_payloads: list[list[dict[str, Any]]] = []
+    for i in range(m):
+        # Labels in order of first appearance (dense first): ties fall to the better dense rank.
+        label_of: dict[str, int] = {}
+        payload_of: dict[str, dict[str, Any]] = {}
+        sides = []
+        for res in (dense, lexical):
+            labels = np.full(res.ids.shape[1], -1, dtype=np.int64)
+            for j, hit in enumerate(res[i]):
+                labels[j] = label_of.setdefault(hit.id, len(label_of))
+                payload_of.setdefault(hit.id, hit.payload)
+            sides.append((res.scores[i : i + 1], labels[None, :]))
+        scores, labels = plan.fuse(sides[0], sides[1], k)
+        names = list(label_of)
+        hits = [int(lab) for lab in labels[0] if lab >= 0]
+        out_ids[i, : len(hits)] = [names[lab] for lab in hits]
+        out_scores[i, : len(hits)] = scores[0, : len(hits)]
+        out_payloads.append([payload_of[names[lab]] for lab in hits])
+    missing = tuple(sorted(set(dense.missing_shards) | set(lexical.missing_shards)))
+    return SearchResult(out_ids, out_scores, out_payloads, missing_shards=missing)

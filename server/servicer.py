@@ -506,15 +506,9 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         else:  # no batcher, or no query beside the text (refused by the engine in its words)
             if text is not None:
                 options["text"] = text
+            options.update(partial)
             hits = await run_blocking(
-                self._search_executor,
-                col.search,
-                value,
-                k,
-                where=where,
-                **options,
-                **partial,
-                **params,
+                self._search_executor, col.search, value, k, where=where, **options, **params
             )
         out = hits_message(hits, pb.SearchResponse())
         out.missing_shards.extend(getattr(hits, "missing_shards", ()))
@@ -555,16 +549,9 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         queries: Any = None if not values else np.stack(values) if kind == VECTOR else values
         where = optional_struct(request, "where")
         params = self._params(request)
-        partial = self._partial(col, request)
+        options.update(self._partial(col, request))
         result = await run_blocking(
-            self._search_executor,
-            col.search_batch,
-            queries,
-            k,
-            where=where,
-            **options,
-            **partial,
-            **params,
+            self._search_executor, col.search_batch, queries, k, where=where, **options, **params
         )
         out = pb.SearchBatchResponse(missing_shards=result.missing_shards)
         for i in range(len(result)):
