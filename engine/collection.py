@@ -109,6 +109,9 @@ class Collection(WriteMixin, SearchMixin):
         self._durability = "fsync"
         self.checkpoint_bytes = CHECKPOINT_BYTES
         self.checkpoint_seconds: float | None = None
+        # Token pruning (``prune=`` on a multi-vector index): counted since this open, not kept.
+        self._tokens_in = 0
+        self._tokens_kept = 0
 
     # The in-memory parts under the names they had before ``engine.contents`` (tests read them).
     _index = property(lambda self: self._contents.index)
@@ -454,6 +457,17 @@ class Collection(WriteMixin, SearchMixin):
             count = len(self)
             lexical = self._contents.lexical
             lexical_count = len(lexical) if lexical is not None else 0
+            idx = self._contents.index
+            pruning = (
+                {
+                    "ratio": idx.prune_ratio,
+                    "tokens_stored": idx.num_tokens,
+                    "tokens_in": self._tokens_in,
+                    "tokens_kept": self._tokens_kept,
+                }
+                if isinstance(idx, ix.MultiVectorIndex) and idx.prune_ratio > 0
+                else None
+            )
         size = sum(c["disk"] for c in mem.values())
         return {
             "name": self.name,
@@ -467,6 +481,7 @@ class Collection(WriteMixin, SearchMixin):
             ),
             "bytes_on_disk": size,
             "memory": mem,
+            **({"pruning": pruning} if pruning is not None else {}),
         }
 
 

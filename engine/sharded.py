@@ -157,6 +157,10 @@ class ShardedCollection:
                 into["ram"] += int(use.get("ram", 0))
                 into["disk"] += int(use.get("disk", 0))
         out["memory"] = memory
+        if parts and "pruning" in parts[0]:  # token pruning: counts summed over the shards
+            keys = ("tokens_stored", "tokens_in", "tokens_kept")
+            pr = [p["pruning"] for p in parts]
+            out["pruning"] = {"ratio": pr[0]["ratio"], **{k: sum(x[k] for x in pr) for k in keys}}
         out["shards"] = self.n_shards
         out["hosted"] = self.hosted
         out["per_shard"] = [

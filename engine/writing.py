@@ -89,6 +89,8 @@ class WriteMixin:
         _durability: str
         _closed_because: str | None  # set: writes raise ReadOnlyError with it
         _checkpoint_at: float  # time.monotonic() of the last checkpoint
+        _tokens_in: int  # tokens given to writes since open, before pruning
+        _tokens_kept: int  # the same writes' tokens after pruning
 
         @property
         def encoder(self) -> encoders.Encoder | None: ...
@@ -170,6 +172,11 @@ class WriteMixin:
             marker = check_marker(marker)
         contents = self._contents
         x, offsets = contents.items.check(vectors, len(keys))
+        given = x.shape[0]
+        if offsets is not None and isinstance(contents.index, ix.MultiVectorIndex):
+            # The one place a write's token sets are pruned: before the log, so the log holds
+            # what is stored and replay never prunes (``index.tokenprune``).
+            x, offsets = contents.index.prune(x, offsets)
         rows = check_payloads(payloads, len(keys))
         if texts is not None and len(texts) != len(keys):
             raise ValueError(f"got {len(texts)} texts for {len(keys)} ids")
@@ -190,6 +197,9 @@ class WriteMixin:
             with self._failing_write():
                 contents.upsert(keys, x, rows, schema, offsets, lex_texts)
                 self._dirty = True
+            if offsets is not None:
+                self._tokens_in += given
+                self._tokens_kept += x.shape[0]
             if marker is not None:
                 self._marker = marker
         self._commit(seq)

@@ -13,6 +13,13 @@ Every kind takes ``tokens=f16|int8|res4|res2``: what the rerank scores. ``f16`` 
 left out of the spec) scores the stored float16 tokens; the others keep compact codes in RAM
 beside them (``index.token_codes``) and score those, the full tokens staying on disk
 (memory-mapped once saved, read by nothing but the next save).
+
+Every kind also takes ``prune=R`` (0 <= R < 1, default 0, left out of the spec): a collection
+with this index removes a fraction R of each document's tokens at write time, keeping
+``max(1, ceil((1 - R) n))`` k-means centroids per document (``index.tokenprune``), before the
+write is logged and stored. The index records the ratio and offers ``prune``; its own ``add``
+stores what it is given (call ``idx.prune`` first when using an index on its own). Queries are
+never pruned.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from .base import BaseIndex, empty_result
 from .metric import Metric, normalize_rows
 from .ragged import ragged_arange
 from .token_codes import make_codec
+from .tokenprune import check_ratio, prune_token_sets
 from .tokens import TokenBlocks, TokenStore, check_token_sets
 
 # A packed batch of token sets: ``(tokens (T, d), offsets (n + 1,))`` (see ``index.tokens``).
@@ -78,7 +86,7 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
 
     multi_vector = True
     item_name = "documents"
-    config_keys: ClassVar[dict[str, Any]] = {"tokens": "f16"}
+    config_keys: ClassVar[dict[str, Any]] = {"prune": 0.0, "tokens": "f16"}
     file_parts: ClassVar[dict[str, str]] = {
         "tokens.npy": "tokens",
         "offsets.npy": "tokens",
@@ -100,15 +108,34 @@ class MultiVectorIndex(BaseIndex[TokenSets]):
         self._codec = make_codec(self.params["tokens"], self.dim, self.metric is Metric.COSINE)
         self._store = TokenStore(self.dim, columns=self._codec.columns() if self._codec else None)
 
+    def _check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        if "prune" in params:
+            name = f"{self.kind} parameter prune"
+            params = {**params, "prune": check_ratio(params["prune"], name)}
+        return super()._check_params(params)
+
     @property
     def spec(self) -> str:
-        """The canonical spec string; ``tokens=f16`` (the default) is left out, so specs from
-        before the option read the same."""
-        params = {k: v for k, v in self.params.items() if not (k == "tokens" and v == "f16")}
+        """The canonical spec string; ``tokens=f16`` and ``prune=0.0`` (the defaults) are left
+        out, so specs from before the options read the same."""
+        defaults = {"tokens": "f16", "prune": 0.0}
+        params = {k: v for k, v in self.params.items() if k not in defaults or defaults[k] != v}
         return self.kind + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
     def __len__(self) -> int:
         return len(self._store)
+
+    @property
+    def prune_ratio(self) -> float:
+        """The fraction of each document's tokens a collection removes at write time (0: none)."""
+        return float(self.params["prune"])
+
+    def prune(self, tokens: np.ndarray, offsets: np.ndarray) -> TokenSets:
+        """A packed batch of token sets pruned by ``prune_ratio`` (``index.tokenprune``); with
+        ratio 0, the same arrays. Clusters normalised tokens when the metric is cosine."""
+        return prune_token_sets(
+            tokens, offsets, self.prune_ratio, cosine=self.metric is Metric.COSINE
+        )
 
     def contains(self, labels: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``labels`` are live in the index."""
