@@ -1,9 +1,15 @@
-"""Contrastive training: InfoNCE / multiple-negatives ranking with in-batch and hard negatives.
+"""Contrastive training: InfoNCE / multiple-negatives ranking with in-batch and hard negatives,
+and distillation from a teacher's scores.
 
 ``train`` fine-tunes a ``SentenceEncoder`` (optionally with Matryoshka dimensions) or a
 ``TokenEncoder`` (late-interaction MaxSim loss; projection head plus optionally the top layers).
 Hard negatives come from a ``miner`` callable that the engine supplies (it searches vecdex's own
 index), so this package imports no index.
+
+Examples that carry ``candidates`` and teacher ``scores`` add a distillation term for a
+TokenEncoder (ColBERTv2 / PyLate style): the KL divergence between softmax(teacher / T_teacher)
+and softmax(student MaxSim / T) over the candidates, weighted by ``distill_weight`` against the
+contrastive loss. ``encoders.distill`` reads teacher files.
 """
 
 from __future__ import annotations
@@ -28,17 +34,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Example:
-    """One training triple; ``negative`` is optional (in-batch negatives always apply)."""
+    """One training triple; ``negative`` is optional (in-batch negatives always apply).
+
+    ``candidates`` and ``scores`` (same length, >= 2) are a teacher's scores over documents for
+    this query: the distillation target. Empty for plain contrastive examples."""
 
     query: str
     positive: str
     negative: str | None = None
+    candidates: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
 
 
 @dataclass
 class TrainConfig:
     """Training knobs. ``train_layers``: top transformer layers trained for a TokenEncoder
-    (0 = projection only, -1 = all); SentenceEncoders train all layers."""
+    (0 = projection only, -1 = all); SentenceEncoders train all layers.
+
+    Distillation (examples with teacher scores): the loss is ``distill_weight`` x KL +
+    (1 - ``distill_weight``) x InfoNCE; teacher scores are divided by ``teacher_temperature``,
+    student scores (mean MaxSim over query tokens) by ``temperature``. ``distill_losses`` gets the
+    KL term of every step that had one (the figure to watch fall)."""
 
     epochs: int = 1
     batch_size: int = 32
@@ -53,7 +69,10 @@ class TrainConfig:
     refresh_negatives: bool = False
     checkpoint_dir: str | None = None
     max_grad_norm: float = 1.0
+    distill_weight: float = 1.0
+    teacher_temperature: float = 1.0
     losses: list[float] = field(default_factory=list)
+    distill_losses: list[float] = field(default_factory=list)
 
 
 Miner = Callable[[Encoder, list[Example]], list[Example]]
@@ -89,17 +108,69 @@ def _sentence_loss(enc: SentenceEncoder, batch: list[Example], cfg: TrainConfig)
     return loss / len(dims)
 
 
+def kl_divergence(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(student)) over the last axis, averaged over rows; both are
+    logits (already divided by their temperatures)."""
+    return (
+        F.kl_div(
+            F.log_softmax(student, -1),
+            F.log_softmax(teacher, -1),
+            log_target=True,
+            reduction="none",
+        )
+        .sum(-1)
+        .mean()
+    )
+
+
 def _token_loss(enc: TokenEncoder, batch: list[Example], cfg: TrainConfig) -> torch.Tensor:
     qb = enc.tokenize([e.query for e in batch], True)
-    docs = [e.positive for e in batch] + [e.negative for e in batch if e.negative]
-    db = enc.tokenize(docs, False)
-    q, d = enc.forward(qb), enc.forward(db)
-    qm, dm = enc.keep_mask(qb, True).to(q.device), enc.keep_mask(db, False).to(d.device)
+    q = enc.forward(qb)
+    qm = enc.keep_mask(qb, True).to(q.device)
     # Mean rather than sum over query tokens: scores stay in [-1, 1] like a cosine, so one
     # temperature suits both encoders and queries of any length.
     q_len = qm.sum(1, keepdim=True).clamp(min=1)
-    scores = maxsim_scores(q, qm, d, dm) / q_len / cfg.temperature
-    return F.cross_entropy(scores, torch.arange(len(batch), device=q.device))
+    taught = [i for i, e in enumerate(batch) if e.candidates]
+    weight = cfg.distill_weight if taught else 0.0
+    loss = q.new_zeros(())
+    if weight < 1.0:
+        docs = [e.positive for e in batch] + [e.negative for e in batch if e.negative]
+        db = enc.tokenize(docs, False)
+        d, dm = enc.forward(db), enc.keep_mask(db, False).to(q.device)
+        scores = maxsim_scores(q, qm, d, dm) / q_len / cfg.temperature
+        target = torch.arange(len(batch), device=q.device)
+        loss = loss + (1.0 - weight) * F.cross_entropy(scores, target)
+    if weight > 0.0:
+        kl = _token_kl(enc, q, qm, q_len, [batch[i] for i in taught], taught, cfg)
+        cfg.distill_losses.append(float(kl.detach()))
+        loss = loss + weight * kl
+    return loss
+
+
+def _token_kl(
+    enc: TokenEncoder,
+    q: torch.Tensor,
+    qm: torch.Tensor,
+    q_len: torch.Tensor,
+    taught: list[Example],
+    rows: list[int],
+    cfg: TrainConfig,
+) -> torch.Tensor:
+    """The KL term over each taught query's own candidates (one document forward for all)."""
+    db = enc.tokenize([c for e in taught for c in e.candidates], False)
+    d, dm = enc.forward(db), enc.keep_mask(db, False).to(q.device)
+    total = q.new_zeros(())
+    start = 0
+    for row, e in zip(rows, taught, strict=True):
+        n = len(e.candidates)
+        s = maxsim_scores(
+            q[row : row + 1], qm[row : row + 1], d[start : start + n], dm[start : start + n]
+        )
+        student = s[0] / q_len[row] / cfg.temperature
+        teacher = torch.tensor(e.scores, dtype=student.dtype, device=q.device)
+        total = total + kl_divergence(student[None], teacher[None] / cfg.teacher_temperature)
+        start += n
+    return total / len(taught)
 
 
 def _parameters(enc: Encoder, cfg: TrainConfig) -> list[dict]:
@@ -139,14 +210,24 @@ def train(
 
     Args:
         encoder: a SentenceEncoder or TokenEncoder.
-        examples: (query, positive[, negative]) triples.
-        config: hyper-parameters; defaults to ``TrainConfig()``.
+        examples: (query, positive[, negative]) triples, optionally with a teacher's
+            ``candidates`` and ``scores`` (distillation; TokenEncoder only).
+        config: hyper-parameters; defaults to ``TrainConfig()``. With ``checkpoint_dir`` set,
+            the encoder is saved to ``checkpoint_dir/epoch-N`` after every epoch.
         miner: fills in hard negatives; called before the first epoch, and before each later epoch
             when ``config.refresh_negatives``.
         progress: called after each step with (step, total_steps, loss).
 
     Raises:
-        ValueError: no examples, or a batch size below 2 (in-batch negatives need two).
+        ValueError: no examples, a batch size below 2 (in-batch negatives need two), a bad
+            temperature or distillation weight, or an example whose candidates and teacher
+            scores differ in number (or are fewer than 2).
+        TypeError: teacher scores given for an encoder other than a TokenEncoder.
+
+    Example:
+        >>> enc = TokenEncoder("default", dim=128)
+        >>> ex = [Example("q", "pos", candidates=("pos", "other"), scores=(3.0, 1.0))] * 4
+        >>> losses = train(enc, ex, TrainConfig(epochs=2, checkpoint_dir="ckpt"))  # doctest: +SKIP
     """
     cfg = config or TrainConfig()
     examples = list(examples)
@@ -156,6 +237,21 @@ def train(
         raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {cfg.batch_size}")
     if cfg.temperature <= 0:
         raise ValueError(f"temperature must be positive, got {cfg.temperature}")
+    if not 0.0 <= cfg.distill_weight <= 1.0:
+        raise ValueError(f"distill_weight must be in [0, 1], got {cfg.distill_weight}")
+    if cfg.teacher_temperature <= 0:
+        raise ValueError(f"teacher_temperature must be positive, got {cfg.teacher_temperature}")
+    for e in examples:
+        if e.candidates or e.scores:
+            if not isinstance(encoder, TokenEncoder):
+                raise TypeError(
+                    f"distillation trains a TokenEncoder, not a {type(encoder).__name__}"
+                )
+            if len(e.candidates) != len(e.scores) or len(e.candidates) < 2:
+                raise ValueError(
+                    f"example {e.query!r}: {len(e.candidates)} candidates and "
+                    f"{len(e.scores)} teacher scores (need the same number, at least 2)"
+                )
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -170,6 +266,7 @@ def train(
     )
     module = encoder.trainable()
     losses: list[float] = []
+    cfg.distill_losses = []
     step = 0
     # Negatives the caller gave (e.g. a --pairs file's third column) are kept; the miner fills
     # in the others (and refreshes only those).

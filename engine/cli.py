@@ -299,23 +299,25 @@ def _train(args: argparse.Namespace) -> int:
 
     from . import training
 
-    examples: list = []
-    corpus: dict[str, str] = {}
-    if args.beir:
-        ex, corpus = training.beir_examples(args.beir, args.split)
-        examples += ex
-    if args.pairs:
-        examples += training.file_examples(args.pairs)
-    if args.unsupervised:
-        if not args.beir:
-            raise ValueError("--unsupervised needs --beir DIR (its corpus.jsonl)")
-        from . import beir
-
-        examples += training.corpus_examples(
-            beir.read_jsonl(f"{args.beir}/corpus.jsonl"), seed=args.seed
+    examples, corpus = training.gather_examples(
+        beir_dir=args.beir,
+        split=args.split,
+        pairs=args.pairs,
+        unsupervised=args.unsupervised,
+        teacher_file=args.distill if args.distill != "hybrid" else None,
+        seed=args.seed,
+    )
+    if args.distill == "hybrid":
+        if not corpus:
+            raise ValueError("--distill hybrid needs a corpus: give --beir DIR")
+        print(f"hybrid teacher (BM25 + {args.distill_dense}) over {len(examples)} examples")
+        examples = training.hybrid_teacher(
+            corpus,
+            examples,
+            candidates=args.distill_candidates,
+            depth=args.mine_depth,
+            dense=encoders.load(args.distill_dense),
         )
-    if not examples:
-        raise ValueError("no training data: give --beir DIR, --pairs FILE and/or --unsupervised")
     # A fresh copy, never the process-wide cache's: training changes the weights in place, and
     # collections that share the spec must keep encoding with the saved model.
     encoder = encoders.load(args.encoder)
@@ -338,6 +340,8 @@ def _train(args: argparse.Namespace) -> int:
         train_layers=args.train_layers,
         refresh_negatives=args.refresh_negatives,
         checkpoint_dir=args.out + "/checkpoints" if args.checkpoints else None,
+        distill_weight=args.distill_weight,
+        teacher_temperature=args.distill_temperature,
     )
     print(f"training {encoder} on {len(examples)} examples")
     bar = tqdm(total=None, disable=args.quiet, desc="train", unit="step")
@@ -355,6 +359,10 @@ def _train(args: argparse.Namespace) -> int:
         sum(losses[-5:]) / max(1, len(losses[-5:])),
     )
     print(f"saved {args.out} (loss {first:.4f} -> {last:.4f}); use it as encoder={args.out!r}")
+    kl = config.distill_losses
+    if kl:
+        head, tail = kl[: max(1, len(kl) // 10)], kl[-max(1, len(kl) // 10) :]
+        print(f"distillation KL {sum(head) / len(head):.4f} -> {sum(tail) / len(tail):.4f}")
     return 0
 
 
@@ -522,6 +530,21 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--refresh-negatives", action="store_true", help="re-mine every epoch")
     mine.add_argument("--mine-depth", type=int, default=30)
     mine.add_argument("--mine-margin", type=float, default=0.95)
+    dist = t.add_argument_group("distillation (--encoder token)")
+    dist.add_argument(
+        "--distill",
+        metavar="FILE|hybrid",
+        help="teacher scores: a JSONL file (query, documents, scores) or 'hybrid' (BM25 fused "
+        "with --distill-dense over mined candidates)",
+    )
+    dist.add_argument(
+        "--distill-weight", type=float, default=1.0, help="KL weight; 1-w goes to InfoNCE"
+    )
+    dist.add_argument(
+        "--distill-temperature", type=float, default=1.0, help="teacher scores are divided by it"
+    )
+    dist.add_argument("--distill-candidates", type=int, default=8, help="hybrid: per query")
+    dist.add_argument("--distill-dense", default="default", help="hybrid: single-vector encoder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 

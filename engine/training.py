@@ -2,7 +2,8 @@
 
 Pairs come from a BEIR directory's qrels, from a JSONL/Parquet file of (query, positive
 [, negative]), or from the corpus alone (title -> text, random span crops). Hard negatives are
-mined with vecdex's own exact index over the corpus.
+mined with vecdex's own exact index over the corpus. ``hybrid_teacher`` gives examples a
+teacher's candidates and scores (BM25 fused with the single-vector model) for distillation.
 """
 
 from __future__ import annotations
@@ -145,3 +146,147 @@ def make_miner(
         return out
 
     return mine
+
+
+def beir_corpus(directory: str | Path) -> dict[str, str]:
+    """A BEIR directory's corpus as ``{id: "title text"}`` (no qrels needed)."""
+    path = Path(directory) / "corpus.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist (is {directory} a BEIR directory?)")
+    return {d["_id"]: beir.document_text(d) for d in beir.read_jsonl(path)}
+
+
+def beir_queries(directory: str | Path) -> dict[str, str]:
+    """A BEIR directory's queries as ``{id: text}``."""
+    return {q["_id"]: q["text"] for q in beir.read_jsonl(Path(directory) / "queries.jsonl")}
+
+
+def hybrid_teacher(
+    corpus: dict[str, str],
+    examples: Sequence[Example],
+    *,
+    candidates: int = 8,
+    depth: int = 30,
+    dense: Encoder | None = None,
+    dense_weight: float = 0.5,
+) -> list[Example]:
+    """Teacher scores from a fused lexical + dense ranking: each example gets its positive and
+    ``candidates - 1`` other documents, scored by the fusion.
+
+    The candidate pool of a query is the top ``depth`` documents by BM25 (vecdex's lexical
+    index, bm25s) and by the single-vector ``dense`` encoder (default all-MiniLM-L6-v2); its
+    members are scored by both, each scorer z-normalised over the pool and positive, and mixed
+    with ``dense_weight`` (see ``encoders.distill.fuse``). The best-fused ``candidates - 1``
+    non-positives join the positive. Documents that hold a positive verbatim (its source, as in
+    ``make_miner``) are never candidates. Positives that are not corpus documents (span crops,
+    a pairs file's texts) are scored as extra rows of both indexes.
+
+    Raises:
+        ValueError: fewer than 2 candidates, an empty corpus, or a weight outside [0, 1].
+    """
+    from encoders.distill import fuse
+    from index.lexical import BM25Index
+
+    if candidates < 2:
+        raise ValueError(f"candidates must be >= 2, got {candidates}")
+    if not 0.0 <= dense_weight <= 1.0:
+        raise ValueError(f"dense_weight must be in [0, 1], got {dense_weight}")
+    texts = list(corpus.values())
+    n_docs = len(texts)
+    if not n_docs:
+        raise ValueError("the hybrid teacher needs a corpus")
+    row_of = {t: i for i, t in enumerate(texts)}
+    for e in examples:
+        if e.positive not in row_of:
+            row_of[e.positive] = len(texts)
+            texts.append(e.positive)
+    enc = dense if dense is not None else SentenceEncoder("default")
+    log.info("hybrid teacher: BM25 + %s over %d texts", enc, len(texts))
+    lexical = BM25Index()
+    lexical.add(texts, np.arange(len(texts)))
+    lexical.rebuild()
+    vectors = np.asarray(enc.encode_documents(texts), dtype=np.float32)
+    q_vecs = np.asarray(enc.encode_queries([e.query for e in examples]), dtype=np.float32)
+    q_terms = lexical.query_terms([e.query for e in examples])
+    padded = [f" {_words(t)} " for t in texts[:n_docs]]
+    positives: dict[str, set[str]] = {}
+    for e in examples:
+        positives.setdefault(e.query, set()).add(f" {_words(e.positive)} ")
+    out = []
+    for i, e in enumerate(examples):
+        lex = lexical.score_terms(q_terms[i])[: len(texts)]
+        den = vectors @ q_vecs[i]
+        top = min(depth, n_docs)
+        pool = np.union1d(
+            np.argpartition(-lex[:n_docs], top - 1)[:top],
+            np.argpartition(-den[:n_docs], top - 1)[:top],
+        )
+        pool = np.asarray(
+            [
+                r
+                for r in pool
+                if texts[r] != e.positive and not any(p in padded[r] for p in positives[e.query])
+            ],
+            dtype=np.int64,
+        )
+        rows = np.concatenate([[row_of[e.positive]], pool]).astype(np.int64)
+        fused = fuse([lex[rows], den[rows]], [1.0 - dense_weight, dense_weight])
+        keep = np.concatenate([[0], 1 + np.argsort(-fused[1:], kind="stable")[: candidates - 1]])
+        if keep.size < 2:
+            log.warning("no candidates for %r; it trains contrastively only", e.query)
+            out.append(e)
+            continue
+        out.append(
+            replace(
+                e,
+                candidates=tuple(texts[rows[k]] for k in keep),
+                scores=tuple(float(fused[k]) for k in keep),
+            )
+        )
+    return out
+
+
+def gather_examples(
+    *,
+    beir_dir: str | Path | None = None,
+    split: str = "train",
+    pairs: str | Path | None = None,
+    unsupervised: bool = False,
+    teacher_file: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[list[Example], dict[str, str]]:
+    """``vecdex train``'s data: every source given, and the corpus (empty without ``beir_dir``).
+
+    A BEIR directory without ``qrels/<split>.tsv`` (your own documents) is accepted with
+    ``unsupervised``: its corpus alone gives the pairs. Teacher-file ids are resolved through
+    the BEIR directory's queries and corpus.
+
+    Raises:
+        ValueError: no source yields an example, or ``unsupervised`` without ``beir_dir``.
+    """
+    from encoders.distill import read_teacher_file
+
+    examples: list[Example] = []
+    corpus: dict[str, str] = {}
+    if beir_dir:
+        if unsupervised and not (Path(beir_dir) / "qrels" / f"{split}.tsv").is_file():
+            corpus = beir_corpus(beir_dir)
+        else:
+            examples, corpus = beir_examples(beir_dir, split)
+    if pairs:
+        examples += file_examples(pairs)
+    if unsupervised:
+        if not beir_dir:
+            raise ValueError("--unsupervised needs --beir DIR (its corpus.jsonl)")
+        examples += corpus_examples(beir.read_jsonl(Path(beir_dir) / "corpus.jsonl"), seed=seed)
+    if teacher_file:
+        examples += read_teacher_file(
+            teacher_file,
+            corpus=corpus or None,
+            queries=beir_queries(beir_dir) if beir_dir else None,
+        )
+    if not examples:
+        raise ValueError(
+            "no training data: give --beir DIR, --pairs FILE, --distill FILE and/or --unsupervised"
+        )
+    return examples, corpus
