@@ -12,8 +12,12 @@ A token set becomes one vector whose inner products approximate Chamfer similari
   and an empty bucket takes the projected token whose bits are nearest (Hamming) to the bucket's
   bits (``fill_empty_partitions``; documents only, never queries; ties go to the earliest token).
 - ``r_reps`` independent repetitions are concatenated, repetition-major then bucket-major:
-  d_FDE = r_reps * B * d_proj. An optional final projection S' (d_FDE, d_final), uniform +-1,
-  scaled by 1 / sqrt(d_final), maps both sides to ``d_final`` dimensions.
+  d_FDE = r_reps * B * d_proj.
+- An optional final projection to ``d_final`` dimensions, applied to both sides: ``dense``, a
+  matrix S' (d_FDE, d_final) uniform +-1 scaled by 1 / sqrt(d_final); or ``sketch``, a
+  Count-Sketch (one signed output bucket per FDE coordinate, ``index.fde_sketch``), which
+  stores two arrays of length d_FDE instead of d_FDE * d_final entries. Both give unbiased
+  inner products with the same variance.
 
 Everything is vectorised over a whole batch of token sets (a loop over repetitions only); the
 random matrices are drawn from ``seed`` and kept as arrays, so a reopened index that loads them
@@ -27,12 +31,19 @@ from typing import Any
 
 import numpy as np
 
+from . import fde_sketch
+from .fde_sketch import CountSketch
+
 MAX_K_SIM = 12
 # Bound on the (tokens x buckets) Hamming key matrix built to fill empty document buckets.
 _FILL_BLOCK_ELEMENTS = 1 << 23
 # Token sets encoded per block: bounds the (docs, d_FDE) float32 output and the token temporaries.
 _DOC_BLOCK_BYTES = 256 << 20
 _BLOCK_TOKENS = 1 << 16
+FINAL_KINDS = ("dense", "sketch")
+# Entries of a dense final matrix beyond which FDE refuses it (drawing it takes 8 bytes an
+# entry, applying it 4): the paper's 327,680 -> 10,240 is 3.4e9 and needs ``final=sketch``.
+MAX_DENSE_FINAL = 1 << 30
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
@@ -102,14 +113,22 @@ def nearest_tokens(codes: np.ndarray, offsets: np.ndarray, n_buckets: int) -> np
 
 
 def draw_matrices(
-    dim: int, k_sim: int, d_proj: int, r_reps: int, d_final: int, seed: int
+    dim: int,
+    k_sim: int,
+    d_proj: int,
+    r_reps: int,
+    d_final: int,
+    seed: int,
+    final: str = "dense",
 ) -> dict[str, np.ndarray]:
-    """The random matrices of an FDE, drawn from ``seed`` in a fixed order.
+    """The random matrices of an FDE, drawn from ``seed`` in a fixed order (the final
+    projection last, so both kinds share the hyperplanes and inner projections of a seed).
 
     Returns:
         ``hyperplanes`` (r_reps, dim, k_sim) float32 Gaussian; ``projections`` (r_reps, dim,
-        d_proj) int8 +-1 (absent when the inner projection is the identity); ``final``
-        (d_FDE, d_final) int8 +-1 (absent when d_final is 0).
+        d_proj) int8 +-1 (absent when the inner projection is the identity); when d_final is
+        set, ``final`` (d_FDE, d_final) int8 +-1 (``final="dense"``) or ``sketch_buckets``
+        (d_FDE,) int32 in [0, d_final) and ``sketch_signs`` (d_FDE,) int8 +-1 (``"sketch"``).
     """
     rng = np.random.default_rng(seed)
     out = {
@@ -117,8 +136,10 @@ def draw_matrices(
     }
     if d_proj and d_proj != dim:
         out["projections"] = (2 * rng.integers(0, 2, (r_reps, dim, d_proj)) - 1).astype(np.int8)
-    if d_final:
-        d_fde = r_reps * (1 << k_sim) * (d_proj or dim)
+    d_fde = r_reps * (1 << k_sim) * (d_proj or dim)
+    if d_final and final == "sketch":
+        out.update(fde_sketch.draw_sketch(rng, d_fde, d_final))
+    elif d_final:
         out["final"] = (2 * rng.integers(0, 2, (d_fde, d_final)) - 1).astype(np.int8)
     return out
 
@@ -142,6 +163,7 @@ class FDE:
         d_final: int = 0,
         seed: int = 0,
         matrices: dict[str, np.ndarray] | None = None,
+        final: str = "dense",
     ) -> None:
         for name, value, low in (
             ("dim", dim, 1),
@@ -155,13 +177,23 @@ class FDE:
                 raise ValueError(f"FDE parameter {name} must be an int >= {low}, got {value!r}")
         if k_sim > MAX_K_SIM:
             raise ValueError(f"FDE parameter k_sim must be <= {MAX_K_SIM}, got {k_sim}")
+        if final not in FINAL_KINDS:
+            raise ValueError(f"FDE parameter final must be one of {FINAL_KINDS}, got {final!r}")
         self.dim, self.k_sim, self.r_reps = int(dim), int(k_sim), int(r_reps)
         self.d_final, self.seed = int(d_final), int(seed)
         self.d_proj = int(d_proj) or self.dim
         self.n_buckets = 1 << self.k_sim
         self.d_fde = self.r_reps * self.n_buckets * self.d_proj
+        self.final = final
+        entries = self.d_fde * self.d_final
+        if final == "dense" and entries > MAX_DENSE_FINAL:
+            raise ValueError(
+                f"a dense final projection {self.d_fde} -> {self.d_final} would hold "
+                f"{entries:.3g} entries ({4 * entries / 2**30:.1f} GiB as float32; the limit is "
+                f"{MAX_DENSE_FINAL:.3g}): use the Count-Sketch (final=sketch)"
+            )
         if matrices is None:
-            matrices = draw_matrices(dim, k_sim, d_proj, r_reps, d_final, seed)
+            matrices = draw_matrices(dim, k_sim, d_proj, r_reps, d_final, seed, final)
         self.set_matrices(matrices)
 
     @property
@@ -179,7 +211,10 @@ class FDE:
         }
         if not self.identity_projection:
             shapes["projections"] = ((self.r_reps, self.dim, self.d_proj), np.int8)
-        if self.d_final:
+        if self.d_final and self.final == "sketch":
+            shapes[fde_sketch.BUCKETS] = ((self.d_fde,), np.int32)
+            shapes[fde_sketch.SIGNS] = ((self.d_fde,), np.int8)
+        elif self.d_final:
             shapes["final"] = ((self.d_fde, self.d_final), np.int8)
         return shapes
 
@@ -198,6 +233,8 @@ class FDE:
             raise ValueError(f"FDE matrix {name} holds values other than -1 and +1")
         if dtype == np.float32 and not np.isfinite(arr).all():
             raise ValueError(f"FDE matrix {name} holds NaN or inf")
+        if name == fde_sketch.BUCKETS:
+            fde_sketch.check_buckets(arr, self.d_final)
 
     def set_matrices(self, matrices: dict[str, np.ndarray]) -> None:
         """Checks and installs the random matrices (e.g. read back from disk)."""
@@ -216,19 +253,25 @@ class FDE:
                 math.sqrt(self.d_proj)
             )
             self._proj_flat = np.ascontiguousarray(proj.transpose(1, 0, 2).reshape(self.dim, -1))
-        self._final = (
-            self.matrices["final"].astype(np.float32) / np.float32(math.sqrt(self.d_final))
-            if self.d_final
-            else None
-        )
+        self._final = None
+        self._sketch = None
+        if "final" in self.matrices:
+            self._final = self.matrices["final"].astype(np.float32) / np.float32(
+                math.sqrt(self.d_final)
+            )
+        elif self.d_final:
+            self._sketch = CountSketch(
+                self.matrices[fde_sketch.BUCKETS], self.matrices[fde_sketch.SIGNS], self.d_final
+            )
 
-    def get_config(self) -> dict[str, int]:
+    def get_config(self) -> dict[str, int | str]:
         return {
             "dim": self.dim,
             "k_sim": self.k_sim,
             "d_proj": self.d_proj,
             "r_reps": self.r_reps,
             "d_final": self.d_final,
+            "final": self.final,
             "seed": self.seed,
         }
 
@@ -272,12 +315,15 @@ class FDE:
             b = min(n, a + max_docs, max(a + 1, b))
             t0, t1 = int(offsets[a]), int(offsets[b])
             block = offsets[a : b + 1] - t0
-            if self._final is None:
+            if not self.d_final:
                 self._encode_block(tokens[t0:t1], block, document, out[a:b])
             else:
                 fde = np.zeros((b - a, self.d_fde), dtype=np.float32)
                 self._encode_block(tokens[t0:t1], block, document, fde)
-                out[a:b] = fde @ self._final
+                if self._sketch is not None:
+                    self._sketch.apply(fde, out[a:b])
+                elif self._final is not None:
+                    out[a:b] = fde @ self._final
             a = b
         return out
 

@@ -29,19 +29,26 @@ _MATRIX_FILES = {
     "hyperplanes": "fde_hyperplanes.npy",
     "projections": "fde_projections.npy",
     "final": "fde_final.npy",
+    "sketch_buckets": "fde_sketch_buckets.npy",
+    "sketch_signs": "fde_sketch_signs.npy",
 }
 
 
 class MuveraIndex(MultiVectorIndex):
     """Document FDEs in an inner single-vector index (inner product), exact Chamfer rerank.
 
-    Spec (defaults shown): ``muvera:k_sim=5,d_proj=16,r_reps=20,d_final=0,seed=0,inner=hnsw,
-    candidates=100,tau=0`` (and ``tokens``, see ``index.multivector``) followed by the inner
-    index's parameters prefixed ``inner_``
+    Spec (defaults shown): ``muvera:k_sim=5,d_proj=16,r_reps=20,d_final=0,final=dense,seed=0,
+    inner=hnsw,candidates=100,tau=0`` (and ``tokens``, see ``index.multivector``) followed by
+    the inner index's parameters prefixed ``inner_``
     (``inner=hnsw,inner_M=32,inner_ef=200``; ``inner=ivf,inner_nlist=256,inner_pq=64``).
 
     - ``k_sim``, ``d_proj``, ``r_reps``, ``d_final``, ``seed``: the FDE (see ``index.fde``);
       ``d_proj=0`` means no inner projection (the token dimension), ``d_final=0`` no final one.
+    - ``final``: the final projection to ``d_final`` dimensions, ``dense`` (a +-1 matrix, d_FDE
+      x d_final entries) or ``sketch`` (a Count-Sketch, two arrays of d_FDE; what large FDEs
+      need: the paper's ``r_reps=40,k_sim=6,d_proj=128,d_final=10240,final=sketch``). The
+      default stays ``dense`` (and the spec leaves ``final=dense`` out) so that specs, indexes
+      and collections from before the option keep their meaning; ignored when ``d_final=0``.
     - ``candidates``: documents fetched by FDE search and reranked exactly (raised to ``k``).
     - ``tau``: ball-carving threshold for query tokens before the rerank, as an integer
       percentage (70 = cosine 0.7, the paper's value); 0 turns it off. Carving sums the tokens
@@ -68,6 +75,7 @@ class MuveraIndex(MultiVectorIndex):
         "d_proj": 16,
         "r_reps": 20,
         "d_final": 0,
+        "final": "dense",
         "seed": 0,
         "inner": "hnsw",
         "candidates": 100,
@@ -91,10 +99,19 @@ class MuveraIndex(MultiVectorIndex):
             r_reps=p["r_reps"],
             d_final=p["d_final"],
             seed=p["seed"],
+            final=p["final"],
         )
         self._inner = new_inner(kind, self.fde.out_dim, inner_params)
         self.params.update({f"inner_{k}": v for k, v in self._inner.params.items()})
         self.search_keys = ("candidates", "tau", *(f"inner_{k}" for k in self._inner.search_keys))
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec string; ``final=dense`` (the default) is left out, so specs from
+        before the option read the same."""
+        kind, _, body = super().spec.partition(":")
+        body = ",".join(p for p in body.split(",") if p != "final=dense")
+        return kind + (":" + body if body else "")
 
     @property
     def inner(self) -> Index:
