@@ -95,12 +95,25 @@ def ndcg(found: list[list[int]] | np.ndarray, qids: list[str], doc_ids: list[str
     return round(evaluate_run(run, {q: qrels[q] for q in qids})["ndcg@10"], 4)
 
 
-def muvera_points(args, dim, docs, qs, gt, qids, doc_ids, qrels) -> dict[str, Any]:
-    from index import MuveraIndex
+def muvera_points(args, spec, dim, docs, qs, gt, qids, doc_ids, qrels) -> dict[str, Any]:
+    """One MUVERA configuration: build, the candidate curves (recall@10 against exhaustive
+    Chamfer after the exact rerank, and the paper's 1-Recall@N: is the exhaustive top-1 among
+    the N candidates), then end-to-end searches at each candidate count."""
+    import index as ix
 
-    mv = MuveraIndex(dim, metric="ip")
+    mv: Any = ix.from_spec(spec, dim, "ip")
     labels = np.arange(len(docs), dtype=np.int64)
     _, build_s = timed(lambda: mv.add(docs, labels))
+    cand = mv.candidate_labels(qs, candidates=max(args.curve))
+    curve = {
+        str(n): {
+            "recall@10": recall_within(cand[:, :n], gt),
+            "1-recall@n": round(
+                float(np.mean([gt[i, 0] in cand[i, :n] for i in range(len(qs))])), 4
+            ),
+        }
+        for n in args.curve
+    }
     points = []
     single = qs[: args.single]
     for c in args.candidates:
@@ -121,14 +134,27 @@ def muvera_points(args, dim, docs, qs, gt, qids, doc_ids, qrels) -> dict[str, An
                 "single_p99_ms": round(1000 * float(np.percentile(times, 99)), 3),
             }
         )
-        log(f"muvera candidates={c}: {points[-1]}")
+        log(f"{spec} candidates={c}: {points[-1]}")
     mem = mv.memory_usage()
+    inner = {k: v for k, v in mem.items() if k.startswith("inner")}
     return {
         "spec": mv.spec,
+        "fde_dims": int(mv.fde.out_dim),
         "build_s": round(build_s, 2),
         "ram_bytes": int(sum(v["ram"] for v in mem.values())),
+        "fde_index_bytes_per_doc": round(sum(v["ram"] for v in inner.values()) / len(docs), 1),
+        "token_bytes_per_doc": round(
+            sum(v["ram"] + v["disk"] for k, v in mem.items() if k == "tokens") / len(docs), 1
+        ),
+        "curve": curve,
         "points": points,
     }
+
+
+def recall_within(cand: np.ndarray, gt: np.ndarray) -> float:
+    """Recall@10 after an exact rerank of ``cand``: the share of the true top-10 among them."""
+    hits = sum(len(set(c.tolist()) & set(t[:K].tolist())) for c, t in zip(cand, gt, strict=True))
+    return round(hits / (K * len(gt)), 4)
 
 
 def compare(muvera: list[dict], plaid: list[dict]) -> list[dict]:
@@ -171,14 +197,18 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    m = result["muvera"]["points"]
     p = result["plaid"]["settings"]
-    ax.plot(
-        [x["single_p50_ms"] for x in m], [x["recall@10"] for x in m], "o-", label="vecdex MUVERA"
-    )
+    for cfg in result["muvera_configs"]:
+        m = cfg["points"]
+        ax.plot(
+            [x["single_p50_ms"] for x in m],
+            [x["recall@10"] for x in m],
+            "o-",
+            label=f"vecdex {cfg['spec'][:48]}",
+        )
+        for x in m:
+            ax.annotate(str(x["candidates"]), (x["single_p50_ms"], x["recall@10"]), fontsize=7)
     ax.plot([x["single_p50_ms"] for x in p], [x["recall@10"] for x in p], "s--", label="fast-plaid")
-    for x in m:
-        ax.annotate(str(x["candidates"]), (x["single_p50_ms"], x["recall@10"]), fontsize=7)
     for x in p:
         ax.annotate(
             f"{x['n_ivf_probe']}/{x['n_full_scores']}",
@@ -202,11 +232,25 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     p.add_argument("--variant", default="untrained128", choices=sorted(ENCODERS))
     p.add_argument("--candidates", default="20,50,100,200,400")
+    p.add_argument(
+        "--muvera",
+        default="muvera,muvera:r_reps=40,k_sim=6,d_proj=128,d_final=10240,final=sketch",
+        help="MUVERA specs, comma-separated by ';' when they hold commas: see --help",
+    )
+    p.add_argument("--curve", default="10,20,50,100,200,500,1000")
     p.add_argument("--plaid", default="1:256,2:512,4:1024,8:4096")
     p.add_argument("--single", type=int, default=300, help="queries timed one per call")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     args.candidates = [int(c) for c in args.candidates.split(",")]
+    args.curve = [int(c) for c in args.curve.split(",")]
+    # "muvera,muvera:a=1,b=2" -> ["muvera", "muvera:a=1,b=2"]: a new spec starts at "muvera".
+    specs: list[str] = []
+    for part in args.muvera.split(","):
+        if part.startswith("muvera") or not specs:
+            specs.append(part)
+        else:
+            specs[-1] += "," + part
     import torch
 
     from engine import beir
@@ -251,7 +295,10 @@ def main() -> None:
         },
     }
     log(f"exhaustive: {result['exhaustive']}")
-    result["muvera"] = muvera_points(args, dim, docs, qs, gt, qids, doc_ids, qrels)
+    result["muvera_configs"] = [
+        muvera_points(args, spec, dim, docs, qs, gt, qids, doc_ids, qrels) for spec in specs
+    ]
+    result["muvera"] = result["muvera_configs"][0]
 
     work = CACHE_ROOT / "plaid" / args.variant
     export(work, "docs", dt, d_off)
@@ -268,13 +315,16 @@ def main() -> None:
         s["ndcg@10"] = ndcg(top, qids, doc_ids, qrels)
         log(f"fast-plaid {s}")
     result["plaid"] = plaid
-    result["comparison"] = compare(result["muvera"]["points"], plaid["settings"])
+    result["comparison"] = {
+        m["spec"]: compare(m["points"], plaid["settings"]) for m in result["muvera_configs"]
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "plaid.json").write_text(json.dumps(result, indent=1, default=json_default))
     plot(result, RESULTS / "plaid.png")
     log(f"wrote {RESULTS / 'plaid.json'} and plaid.png")
-    for row in result["comparison"]:
-        log(json.dumps(row))
+    for spec, rows in result["comparison"].items():
+        for row in rows:
+            log(f"{spec}: {json.dumps(row)}")
 
 
 if __name__ == "__main__":
