@@ -102,11 +102,12 @@ def cluster_tokens(x: np.ndarray, k: int, cosine: bool = True, iters: int = ITER
         if np.array_equal(new, assign):
             break
         assign = new
+        # Per-cluster sums in token order (a stable sort, then one reduceat): exact and fast.
+        order = np.argsort(assign, kind="stable")
         counts = np.bincount(assign, minlength=k)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, assign, a)
-        full = counts > 0
-        centres[full] = sums[full] / counts[full, None]
+        full = np.flatnonzero(counts)
+        starts = np.concatenate(([0], np.cumsum(counts[full])[:-1]))
+        centres[full] = np.add.reduceat(a[order], starts, axis=0) / counts[full, None]
         if cosine:
             centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     return centres.astype(np.float32)
