@@ -190,6 +190,15 @@ def compare(muvera: list[dict], plaid: list[dict]) -> list[dict]:
     return out
 
 
+def fde_name(spec: str) -> str:
+    """``(R_reps,k_sim,d_proj)`` plus ``->d_final`` and the final projection, from a spec."""
+    p = dict(kv.split("=", 1) for kv in spec.split(":", 1)[1].split(","))
+    name = f"({p['r_reps']},{p['k_sim']},{p['d_proj']})"
+    if p.get("d_final", "0") != "0":
+        name += f"->{p['d_final']} {p.get('final', 'dense')}"
+    return name
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -204,7 +213,7 @@ def plot(result: dict, path: Path) -> None:
             [x["single_p50_ms"] for x in m],
             [x["recall@10"] for x in m],
             "o-",
-            label=f"vecdex {cfg['spec'][:48]}",
+            label=f"vecdex MUVERA {fde_name(cfg['spec'])}",
         )
         for x in m:
             ax.annotate(str(x["candidates"]), (x["single_p50_ms"], x["recall@10"]), fontsize=7)
@@ -328,4 +337,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--plot"]:  # redraw from the saved JSON
+        plot(json.loads((RESULTS / "plaid.json").read_text()), RESULTS / "plaid.png")
+    else:
+        main()
