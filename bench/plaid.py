@@ -240,6 +240,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     p.add_argument("--variant", default="untrained128", choices=sorted(ENCODERS))
+    p.add_argument(
+        "--token-model", help="with --variant trained: the saved token model's directory"
+    )
     p.add_argument("--candidates", default="20,50,100,200,400")
     p.add_argument(
         "--muvera",
@@ -253,6 +256,10 @@ def main() -> None:
     args = p.parse_args()
     args.candidates = [int(c) for c in args.candidates.split(",")]
     args.curve = [int(c) for c in args.curve.split(",")]
+    if args.variant == "trained":
+        if not args.token_model:
+            p.error("--variant trained needs --token-model DIR")
+        ENCODERS["trained"]["model"] = args.token_model
     # "muvera,muvera:a=1,b=2" -> ["muvera", "muvera:a=1,b=2"]: a new spec starts at "muvera".
     specs: list[str] = []
     for part in args.muvera.split(","):
@@ -328,8 +335,9 @@ def main() -> None:
         m["spec"]: compare(m["points"], plaid["settings"]) for m in result["muvera_configs"]
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "plaid.json").write_text(json.dumps(result, indent=1, default=json_default))
-    plot(result, RESULTS / "plaid.png")
+    name = "plaid" if args.variant == "untrained128" else f"plaid-{args.variant}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=json_default))
+    plot(result, RESULTS / f"{name}.png")
     log(f"wrote {RESULTS / 'plaid.json'} and plaid.png")
     for spec, rows in result["comparison"].items():
         for row in rows:
