@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -79,28 +78,27 @@ class _ShardActor:
                 raise self.error
             return getattr(self.host, method)(*args)
         except Exception as e:
-            raise _portable(e) from None
+            raise _carried(e) from None
 
 
 class _Carried(Exception):
-    """An exception that Ray could not rebuild in the caller (its ``__init__`` takes other
-    arguments than its message, as ``CorruptFileError``'s): its class, message and attributes,
-    rebuilt there by ``_cause``."""
+    """An exception a shard's method raised, as plain data: its class, message and plain
+    attributes, rebuilt in the caller by ``_cause``. Every error travels this way, so the
+    caller never depends on an exception class being rebuildable by Ray's serializer (one whose
+    ``__init__`` takes more than its message, as ``CorruptFileError``'s, is not)."""
 
     def __init__(self, module: str, qualname: str, message: str, state: dict[str, Any]) -> None:
         super().__init__(module, qualname, message, state)
         self.module, self.qualname, self.message, self.state = module, qualname, message, state
 
 
-def _portable(e: Exception) -> Exception:
-    """``e`` itself if it survives Ray's serialization (pickle, Ray's own transport), else a
-    ``_Carried`` that does."""
-    try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:  # noqa: BLE001 - anything that does not round-trip is carried
-        cls = type(e)
-        return _Carried(cls.__module__, cls.__qualname__, str(e), dict(vars(e)))
+_PLAIN = (str, int, float, bool, type(None), tuple, list)
+
+
+def _carried(e: Exception) -> _Carried:
+    cls = type(e)
+    state = {k: v for k, v in vars(e).items() if isinstance(v, _PLAIN)}
+    return _Carried(cls.__module__, cls.__qualname__, str(e), state)
 
 
 def _rebuild(c: _Carried) -> BaseException:
