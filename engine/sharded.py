@@ -20,6 +20,7 @@ What is not the same as one collection:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -180,7 +181,7 @@ class ShardedCollection:
         least ``train_size`` vectors (or ``train_quantizer``) trains one for all of them."""
         return self._shared_quantizer
 
-    @property
+    @functools.cached_property
     def train_size(self) -> int:
         """Vectors a shared quantizer trains on (the index's own training size)."""
         idx: Any = ix.from_spec(self.index_spec, self.dim, self.metric)
@@ -209,9 +210,7 @@ class ShardedCollection:
                 "the first vectors go in"
             )
         arrays = ix.train_quantizer(self.index_spec, self.dim, self.metric, x)
-        _, missing = self._shards.gather("adopt_quantizer", (arrays,), partial=True)
-        if missing:
-            raise ShardUnavailableError(self.name, missing, "installing the quantizer")
+        self._shards.gather("adopt_quantizer", (arrays,))
         self._shared_quantizer = False
 
     # ---- writes ---------------------------------------------------------------------------------
@@ -325,16 +324,37 @@ class ShardedCollection:
         return enc.encode_documents(texts), (texts if lexical else None)
 
     def _refuse_existing(self, keys: list[str], where: list[np.ndarray]) -> None:
-        send = [i for i in range(self.n_shards) if len(where[i])]
-        found, missing = self._shards.gather(
-            "contains", lambda i: ([keys[j] for j in where[i]],), shards=send, partial=True
+        for key, there in zip(keys, self._per_key("contains", keys, where), strict=True):
+            if there:
+                raise ValueError(f"id {key!r} already exists (use upsert to replace it)")
+
+    def _by_shard(
+        self, method: str, keys: list[str], where: list[np.ndarray] | None = None, ask: Any = None
+    ) -> tuple[list[int], list[np.ndarray], list[Any]]:
+        """Calls ``method(the shard's keys)`` on each shard that holds some of ``keys`` (and
+        passes ``ask(i)`` when given): (the shards asked, each shard's rows of ``keys``, their
+        results). ``where``: the rows by shard, when the caller routed ``keys`` already."""
+        if where is None:
+            where = shards.split_rows(shards.shard_of(keys, self.n_shards), self.n_shards)
+        send = [i for i in range(self.n_shards) if len(where[i]) and (ask is None or ask(i))]
+        if not send:
+            return [], where, []
+        results, _ = self._shards.gather(
+            method, lambda i: ([keys[j] for j in where[i]],), shards=send
         )
-        if missing:
-            raise ShardUnavailableError(self.name, missing, "the write")
-        for i, present in zip(send, found, strict=True):
-            for j, there in zip(where[i], present, strict=True):
-                if there:
-                    raise ValueError(f"id {keys[j]!r} already exists (use upsert to replace it)")
+        return send, where, results
+
+    def _per_key(
+        self, method: str, keys: list[str], where: list[np.ndarray] | None = None, ask: Any = None
+    ) -> list[Any]:
+        """A per-key method's results (``contains``, ``get``) in the order of ``keys``; None
+        for keys of shards not asked."""
+        send, where, results = self._by_shard(method, keys, where, ask)
+        out: list[Any] = [None] * len(keys)
+        for i, part in zip(send, results, strict=True):
+            for j, value in zip(where[i], part, strict=True):
+                out[j] = value
+        return out
 
     def set_marker(self, marker: dict[str, Any], position: int | None = None) -> None:
         """Commits ``marker`` on every shard at ``position`` (see ``upsert``)."""
@@ -352,9 +372,7 @@ class ShardedCollection:
     @property
     def marker(self) -> dict[str, Any] | None:
         """The least advanced shard's marker: where a job that feeds the collection resumes."""
-        markers, missing = self._shards.gather("marker", partial=True)
-        if missing:
-            raise ShardUnavailableError(self.name, missing, "reading the marker")
+        markers, _ = self._shards.gather("marker")
         least = min(markers, key=lambda m: shards._position(m))
         return None if least is None else least.get("marker")
 
@@ -374,48 +392,19 @@ class ShardedCollection:
         """Whether each key is held by its shard from before ``position``: False for an id a
         shard took at or after ``position`` (a resumed job re-sends that write, and the shard
         skips it), True for an id it held before. For a job's duplicate checks."""
-        where = shards.split_rows(shards.shard_of(keys, self.n_shards), self.n_shards)
-        ask = [i for i in range(self.n_shards) if len(where[i]) and self._positions[i] < position]
-        out = [False] * len(keys)
-        if not ask:
-            return out
-        found, missing = self._shards.gather(
-            "contains", lambda i: ([keys[j] for j in where[i]],), shards=ask, partial=True
-        )
-        if missing:
-            raise ShardUnavailableError(self.name, missing, "reading which ids it holds")
-        for i, present in zip(ask, found, strict=True):
-            for j, there in zip(where[i], present, strict=True):
-                out[j] = bool(there)
-        return out
+        held = self._per_key("contains", keys, ask=lambda i: self._positions[i] < position)
+        return [bool(there) for there in held]
 
     def delete(self, ids: Any) -> int:
         """Deletes the given ids (absent ones are ignored); how many were deleted."""
         keys = check_ids(ids)
-        where = shards.split_rows(shards.shard_of(keys, self.n_shards), self.n_shards)
-        send = [i for i in range(self.n_shards) if len(where[i])]
         with self._write_lock:
-            done, missing = self._shards.gather(
-                "delete", lambda i: ([keys[j] for j in where[i]],), shards=send, partial=True
-            )
-        if missing:
-            raise ShardUnavailableError(self.name, missing, "the delete")
+            _, _, done = self._by_shard("delete", keys)
         return int(sum(done))
 
     def get(self, ids: Any) -> list[Record | None]:
-        keys = check_ids(ids)
-        where = shards.split_rows(shards.shard_of(keys, self.n_shards), self.n_shards)
-        send = [i for i in range(self.n_shards) if len(where[i])]
-        parts, missing = self._shards.gather(
-            "get", lambda i: ([keys[j] for j in where[i]],), shards=send, partial=True
-        )
-        if missing:
-            raise ShardUnavailableError(self.name, missing, "get")
-        out: list[Record | None] = [None] * len(keys)
-        for i, records in zip(send, parts, strict=True):
-            for j, rec in zip(where[i], records, strict=True):
-                out[j] = rec
-        return out
+        """Stored items for ``ids``, aligned with them; None where an id is absent."""
+        return self._per_key("get", check_ids(ids))
 
     def set_fusion(
         self,
@@ -431,9 +420,7 @@ class ShardedCollection:
                 "whose fusion to set"
             )
         new = Fusion.make(fusion, weight, rrf_k, depth, base=self._fusion)
-        _, missing = self._shards.gather("set_fusion", (new.to_dict(),), partial=True)
-        if missing:
-            raise ShardUnavailableError(self.name, missing, "set_fusion")
+        self._shards.gather("set_fusion", (new.to_dict(),))
         self._fusion = new
         return new
 

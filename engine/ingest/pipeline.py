@@ -101,8 +101,8 @@ class Pipeline:
         else:
             there = [k in col for k in keys]
         with self.pending_lock:
-            pending = [ids for ids in self.pending.values()]
-        return [t or any(k in ids for ids in pending) for k, t in zip(keys, there, strict=True)]
+            pending = self.pending.values()
+            return [t or any(k in ids for ids in pending) for k, t in zip(keys, there, strict=True)]
 
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
         while not self.stop.is_set():
