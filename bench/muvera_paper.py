@@ -47,7 +47,8 @@ POINTS = (10, 20, 50, 100, 200, 500, 1000)
 _CONFIG_KEYS = ("kind", "r_reps", "k_sim", "d_proj", "d_final", "final", "fde_dims")
 _CONFIG_KEYS += ("fde_bytes_per_doc", "family_encode_s")
 ONE_RECALL_TARGETS = (0.8, 0.9, 0.95, 0.99)
-# Float32 FDE matrices up to this many dimensions are kept (for PQ); larger ones are scored only.
+# Document FDEs up to this many dimensions are kept as float32 (for PQ); larger ones as float16
+# when PQ is asked for them (the unsketched (40,6,128): 3.4 GB), else only scored.
 KEEP_DIMS = 81920
 _BLOCK_BYTES = 256 << 20
 
@@ -89,14 +90,26 @@ DEFAULT_PQ_ON = "20/5/16/0,40/6/128/10240,40/6/128/40960,40/6/128/81920"
 
 
 def pq_on(text: str) -> frozenset[tuple[int, ...]]:
+    """``R/k_sim/d_proj/d_final[/dsub]``, comma-separated: FDEs measured under PQ, with their
+    own dims per sub-quantizer when a fifth number is given (else ``--pq-dsub``)."""
     out = set()
     for t in text.split(","):
         if t.strip():
             parts = tuple(int(p) for p in t.strip().split("/"))
-            if len(parts) != 4:
-                raise argparse.ArgumentTypeError(f"expected R/k_sim/d_proj/d_final, got {t!r}")
+            if len(parts) not in (4, 5):
+                raise argparse.ArgumentTypeError(
+                    f"expected R/k_sim/d_proj/d_final[/dsub], got {t!r}"
+                )
             out.add(parts)
     return frozenset(out)
+
+
+def pq_dsubs(key: tuple[int, ...], args: argparse.Namespace) -> tuple[int, ...]:
+    """The sub-quantizer widths measured for the FDE ``key`` (empty: no PQ)."""
+    own = tuple(sorted(t[4] for t in args.pq_on if t[:4] == key and len(t) == 5))
+    if own:
+        return own
+    return tuple(args.pq_dsub) if key in args.pq_on else ()
 
 
 @contextlib.contextmanager
@@ -114,10 +127,17 @@ def quiet_stderr() -> Iterator[None]:
 
 # ---- FDEs --------------------------------------------------------------------------------------
 def encode_family(
-    fam: Family, dim: int, dt: np.ndarray, d_off: np.ndarray, qt: np.ndarray, q_off: np.ndarray
+    fam: Family,
+    dim: int,
+    dt: np.ndarray,
+    d_off: np.ndarray,
+    qt: np.ndarray,
+    q_off: np.ndarray,
+    keep: frozenset[tuple[int, ...]] = frozenset(),
 ) -> dict[int, dict[str, Any]]:
-    """Per final dimension: query FDEs, document FDEs (when at most ``KEEP_DIMS``) and the exact
-    (queries, documents) FDE scores."""
+    """Per final dimension: query FDEs, document FDEs (float32 up to ``KEEP_DIMS``; float16
+    beyond when ``(R, k_sim, d_proj, final)`` is in ``keep``) and the exact (queries,
+    documents) FDE scores."""
     from index import FDE
     from index.fde_sketch import BUCKETS, SIGNS, CountSketch
 
@@ -140,7 +160,11 @@ def encode_family(
         dims = f or d_fde
         out[f] = {
             "q": q,
-            "d": np.zeros((n, dims), dtype=np.float32) if dims <= KEEP_DIMS else None,
+            "d": np.zeros((n, dims), dtype=np.float32)
+            if dims <= KEEP_DIMS
+            else np.zeros((n, dims), dtype=np.float16)
+            if (fam.r_reps, fam.k_sim, fam.d_proj, f) in {t[:4] for t in keep}
+            else None,
             "scores": np.zeros((m, n), dtype=np.float32),
             "dims": dims,
         }
@@ -195,9 +219,12 @@ def pq_candidates(
     ivf = IVFIndex(dims, "ip", nlist=1, nprobe=1, pq=m_sub, nbits=8)
     rows = sample_rows(n, train_rows)
     with quiet_stderr():
-        quant, t_train = timed(lambda: ivf.train_quantizer(d[rows]))
+        quant, t_train = timed(lambda: ivf.train_quantizer(np.asarray(d[rows], dtype=np.float32)))
     ivf.adopt_quantizer(quant)
-    ivf.add(d, np.arange(n, dtype=np.int64))
+    step = max(1, _BLOCK_BYTES // (4 * dims))
+    for a in range(0, n, step):  # float32 blocks (a float16 matrix is not copied whole)
+        b = min(n, a + step)
+        ivf.add(np.asarray(d[a:b], dtype=np.float32), np.arange(a, b, dtype=np.int64))
     (_, cand), t_search = timed(lambda: ivf.search(q, cmax))
     ram = {k: v["ram"] for k, v in ivf.memory_usage().items()}
     info = {
@@ -363,7 +390,9 @@ def paper_stage(
     out["heuristic"] = {
         "spec": "token_ann:inner=flat (exact token search: the heuristic's best case)",
         "kmax": args.kmax,
-        "token_search_ms_per_query": None if t_tok is None else round(1000 * t_tok / nq, 1),
+        "token_search_ms_per_query": round(1000 * t_tok / nq, 1)
+        if t_tok is not None
+        else (old or {}).get("heuristic", {}).get("token_search_ms_per_query"),
         "dedup_by_k_tokens_interpolated": levels["candidates_for_recall"],
     }
     log(f"paper/{variant}: heuristic dedup {methods['SV heuristic, dedup']['recall@10']['needed']}")
@@ -372,7 +401,9 @@ def paper_stage(
     pq_check_done = False
     for fam in args.paper_families:
         log(f"paper/{variant}: FDE family {fam} (d_FDE {fam.d_fde(dim):,})")
-        enc, t_enc = timed(lambda fam=fam: encode_family(fam, dim, dt, d_off, qt32, q_off))
+        enc, t_enc = timed(
+            lambda fam=fam: encode_family(fam, dim, dt, d_off, qt32, q_off, args.pq_on)
+        )
         for f, e in enc.items():
             name = fam.name(f)
             dims = e["dims"]
@@ -391,9 +422,9 @@ def paper_stage(
                 **curves(mc.gt_positions(cand, gt), cmax),
             }
             log(f"  {name}: recall@10 needs {methods[name]['recall@10']['needed']}")
-            if e["d"] is None or (fam.r_reps, fam.k_sim, fam.d_proj, f) not in args.pq_on:
+            if e["d"] is None:
                 continue
-            for dsub in args.pq_dsub:
+            for dsub in pq_dsubs((fam.r_reps, fam.k_sim, fam.d_proj, f), args):
                 if dims % dsub:
                     continue
                 m_sub = dims // dsub

@@ -29,6 +29,12 @@ def _ratio(p: dict[str, Any], name: str, key: str, t: str) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
+def _row_key(name: str, m: dict[str, Any]) -> tuple[Any, ...]:
+    """Heuristics first, then by FDE dimensions, each FDE before its PQ codes (largest first)."""
+    pq = -m["pq"]["code_bytes_per_doc"] if "pq" in m else -(1 << 62)
+    return (m["kind"] == "muvera", m.get("fde_dims", 0), name.split(" PQ ")[0], pq)
+
+
 def paper_markdown(res: dict[str, Any]) -> str:
     lines: list[str] = []
     for variant, p in res.get("paper", {}).items():
@@ -45,9 +51,7 @@ def paper_markdown(res: dict[str, Any]) -> str:
         )
         lines.append("|---|---:|---:|---:|---|---|---|---|---|---|")
         ms = p["methods"]
-        order = sorted(
-            ms, key=lambda n: (ms[n]["kind"] == "muvera", ms[n].get("fde_dims", 0), "PQ" in n, n)
-        )
+        order = sorted(ms, key=lambda n: _row_key(n, ms[n]))
         for name in order:
             m = ms[name]
             r10 = f"{_need(m, 'recall@10', '0.9')} / {_need(m, 'recall@10', '0.95')}"
@@ -137,7 +141,9 @@ def paper_plot(res: dict[str, Any], out: Path) -> list[str]:
                     ax.plot(xs, ys, label=name, **style)
                     continue
                 base = name.split(" PQ ")[0]
-                ls = "--" if "pq" in m else "-"
+                ls = "-"
+                if "pq" in m:  # the paper's PQ (8 dims a byte) dashed, coarser dash-dotted
+                    ls = "--" if m["pq"]["code_bytes_per_doc"] * 8 == m["fde_dims"] else "-."
                 label = f"{name} ({_kb(fde_bytes(m))}/doc)"
                 ax.plot(xs, ys, ls=ls, color=colours.get(base, "grey"), label=label, lw=1.2)
             ax.set_xscale("log")
