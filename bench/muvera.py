@@ -45,6 +45,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from .common import RESULTS, ROOT, LoadSampler, json_default, log, positive_ints, timed  # noqa: E402
 from .muvera_data import CACHE, ENCODERS, PARETO, FdeConfig  # noqa: E402
+from .muvera_paper import DEFAULT_FAMILIES, DEFAULT_PQ_ON, Family, families, paper_stage, pq_on  # noqa: E402
+from .muvera_paper_report import paper_markdown, paper_plot, paper_targets  # noqa: E402
 from .muvera_report import machine, markdown, plot, targets  # noqa: E402
 from .muvera_scifact import scifact_variant  # noqa: E402
 from .muvera_synthetic import synthetic_stage, throughput_stage  # noqa: E402
@@ -72,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--scifact", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True)
+    g.add_argument(
+        "--paper",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="SciFact: the paper's comparison (bench.muvera_paper): both metrics, both "
+        "heuristics, the paper's FDE configurations with and without PQ, bytes per document",
+    )
     g.add_argument("--quick", action="store_true", help="small smoke run (results to the cache)")
     g = p.add_argument_group("data")
     g.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
@@ -113,6 +122,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--pq-nlist", type=int, default=64)
     g.add_argument("--pq-m", type=int, default=320, help="PQ sub-quantizers over the FDE")
     g.add_argument("--pq-nbits", type=int, default=4)
+    g.add_argument(
+        "--paper-families",
+        type=families,
+        default=families(DEFAULT_FAMILIES),
+        help="--paper: FDE families R/k_sim/d_proj[:final+final...] (final 0: no sketch)",
+    )
+    g.add_argument(
+        "--pq-dsub",
+        type=positive_ints,
+        default=(8, 32),
+        help="--paper: FDE dimensions per 8-bit PQ sub-quantizer (M = dims / dsub)",
+    )
+    g.add_argument(
+        "--pq-on",
+        type=pq_on,
+        default=pq_on(DEFAULT_PQ_ON),
+        help="--paper: the FDEs (R/k_sim/d_proj/d_final) also measured under PQ",
+    )
+    g.add_argument("--pq-train-rows", type=int, default=1024, help="--paper: PQ training FDEs")
     g = p.add_argument_group("heuristic")
     g.add_argument("--kmax", type=int, default=128, help="SciFact: largest k_tokens")
     g.add_argument(
@@ -162,7 +190,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _json_default(o: Any) -> Any:
-    return str(o) if isinstance(o, FdeConfig) else json_default(o)
+    if isinstance(o, frozenset):
+        return sorted("/".join(map(str, x)) if isinstance(x, tuple) else str(x) for x in o)
+    return str(o) if isinstance(o, (FdeConfig, Family)) else json_default(o)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ValueError):
             res = json.loads(args.out.read_text())
     if args.replot:
-        res["targets"] = targets(res)
-        res["plots"] = plot(res, args.out)
-        res["readme_markdown"] = markdown(res)
+        res["targets"] = targets(res) + paper_targets(res)
+        res["plots"] = plot(res, args.out) + paper_plot(res, args.out)
+        res["readme_markdown"] = markdown(res) + "\n\n" + paper_markdown(res)
         args.out.write_text(json.dumps(res, indent=1, default=_json_default))
         print(res["readme_markdown"])
         return 0
@@ -201,12 +231,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             durations[f"scifact/{variant}"] = round(t, 1)
+    if args.paper:
+        for variant in args.variants:
+            old = res.get("paper", {}).get(variant)
+            _, t = timed(
+                lambda v=variant, o=old: res.setdefault("paper", {}).__setitem__(
+                    v, paper_stage(args, v, o)
+                )
+            )
+            durations[f"paper/{variant}"] = round(t, 1)
     if args.synthetic:
         res["synthetic"], durations["synthetic"] = timed(lambda: synthetic_stage(args))
     if args.throughput:
         res["throughput"], durations["throughput"] = timed(lambda: throughput_stage(args))
     res["benchmark"] = "muvera"
-    res["targets"] = targets(res)
+    res["targets"] = targets(res) + paper_targets(res)
     run = {
         "command": "python -m bench.muvera " + " ".join(sys.argv[1:] if argv is None else argv),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -228,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratios taken in the same run.",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    res["plots"] = plot(res, args.out)
-    res["readme_markdown"] = markdown(res)
+    res["plots"] = plot(res, args.out) + paper_plot(res, args.out)
+    res["readme_markdown"] = markdown(res) + "\n\n" + paper_markdown(res)
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_text(json.dumps(res, indent=1, default=_json_default))
     os.replace(tmp, args.out)
