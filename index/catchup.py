@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import memory
-from .base import Index, merge_topk
+from .base import Index, empty_result
 from .hnsw import HNSWIndex
 from .metric import Metric
 from .validate import allowed_array, check_k
@@ -41,8 +41,8 @@ BLOCK_BYTES = 64 << 20
 def merge_unique(
     parts: list[tuple[np.ndarray, np.ndarray]], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``merge_topk`` where a label may appear in several parts: each label is kept once, at
-    its best score."""
+    """The best ``k`` of several ``(scores, labels)`` results per query (``index.base.merge_topk``)
+    where a label may appear in several parts: each label is kept once, at its best score."""
     scores = np.concatenate([p[0] for p in parts], axis=1)
     labels = np.concatenate([p[1] for p in parts], axis=1)
     # Per row, by label and then best score first: a repeat of the label before it is dropped.
@@ -57,7 +57,12 @@ def merge_unique(
         labels = labels.copy()
         scores[rows, pos] = -np.inf
         labels[rows, pos] = -1
-    return merge_topk([(scores, labels)], k)
+    out_s, out_l = empty_result(scores.shape[0], k)
+    kk = min(k, scores.shape[1])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    out_s[:, :kk] = np.take_along_axis(scores, best, 1)
+    out_l[:, :kk] = np.take_along_axis(labels, best, 1)
+    return out_s, out_l
 
 
 def exact_topk(
