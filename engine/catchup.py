@@ -12,9 +12,11 @@ saves is one whole graph.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Protocol
 
 import index as ix
@@ -29,8 +31,22 @@ log = logging.getLogger(__name__)
 
 ENABLED = True  # False: replay inserts into the graph during the open, as before
 BATCH_SECONDS = 0.05  # how long one batch may hold the graph's lock (searches wait meanwhile)
-_FIRST_ROWS = 256
+# Pause between batches: a search waiting for the graph's lock gets it before the next batch
+# (a lock is not fair: the thread that just released it would mostly take it again).
+PAUSE_SECONDS = 0.002
+_FIRST_ROWS = 64
 _MAX_ROWS = 8192
+_running: weakref.WeakSet[CatchUp] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At exit, lets each thread finish its batch: hnswlib's worker threads must not be running
+    when the process exits (C++ aborts: "terminate called without an active exception")."""
+    for c in list(_running):
+        c.stop()
+    for c in list(_running):
+        c._thread.join(30)
 
 
 def wrap(contents: Contents) -> CatchUpIndex | None:
@@ -64,6 +80,7 @@ class CatchUp:
         )
 
     def start(self) -> CatchUp:
+        _running.add(self)
         self._thread.start()
         return self
 
@@ -108,7 +125,8 @@ class CatchUp:
                 moved += n
                 # Aim each batch at BATCH_SECONDS of the graph's lock.
                 rate = n / max(time.perf_counter() - t, 1e-3)
-                rows = int(min(_MAX_ROWS, max(64, rate * BATCH_SECONDS)))
+                rows = int(min(_MAX_ROWS, max(8, rate * BATCH_SECONDS)))
+                time.sleep(PAUSE_SECONDS)
         except Exception as e:  # the rows left stay searchable exactly; a checkpoint retries
             self.error = e
             log.exception("collection %r: background indexing failed", self.name)
