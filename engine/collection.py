@@ -526,7 +526,6 @@ class Collection(WriteMixin, SearchMixin):
             **self.config(),
             "multi_vector": self.multi_vector,
             "count": count,
-            "unindexed": self.unindexed,
             **(
                 {"lexical_count": lexical_count, "fusion": self._fusion.to_dict()}
                 if lexical is not None
