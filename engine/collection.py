@@ -23,7 +23,7 @@ import index as ix
 from index import storage
 from index.lexical import BM25Index
 
-from . import checkpoint, encoding, locking, usage, wal
+from . import catchup, checkpoint, encoding, locking, usage, wal
 from .checkpoint import FORMAT_VERSION as FORMAT_VERSION
 from .checkpoint import MANIFEST as MANIFEST
 from .checkpoint import READABLE_FORMATS as READABLE_FORMATS
@@ -112,6 +112,8 @@ class Collection(WriteMixin, SearchMixin):
         # Token pruning (``prune=`` on a multi-vector index): counted since this open, not kept.
         self._tokens_in = 0
         self._tokens_kept = 0
+        # Background indexing of the rows replayed at open (``engine.catchup``), or None.
+        self._catchup: catchup.CatchUp | None = None
 
     # The in-memory parts under the names they had before ``engine.contents`` (tests read them).
     _index = property(lambda self: self._contents.index)
@@ -236,6 +238,8 @@ class Collection(WriteMixin, SearchMixin):
                 return
             if not self._dirty and (self.path / MANIFEST).exists():
                 return
+            if self._catchup is not None:
+                self._catchup.finish()  # the checkpoint saves one whole graph
             gen = self._generation + 1
             seq = self._wal.last_seq if self._wal is not None else self._wal_seq
             keep = checkpoint.write(
@@ -345,6 +349,7 @@ class Collection(WriteMixin, SearchMixin):
             col._set_checkpoints(checkpoint_bytes, checkpoint_seconds)
             col._start_writing(claim, state, durability)
             checkpoint.remove_stale(path, col._files_in_use)
+        col._start_catch_up()
         return col
 
     @classmethod
@@ -366,6 +371,7 @@ class Collection(WriteMixin, SearchMixin):
                     raise
         col.read_only = True
         col._closed_because = "it was opened with read_only=True"
+        col._start_catch_up()
         return col
 
     def verify(self) -> int:
@@ -386,6 +392,11 @@ class Collection(WriteMixin, SearchMixin):
         with self._lock:
             for attr in ("_contents", "_generation", "_wal_seq", "_marker"):
                 setattr(self, attr, getattr(fresh, attr))
+            if self._catchup is not None:
+                self._catchup.stop()
+            self._catchup, fresh._catchup = fresh._catchup, None
+            if self._catchup is not None:
+                self._catchup.owner = self
 
     @classmethod
     def _load(cls, path: Path, name: str) -> tuple[Collection, wal.LogState]:
@@ -399,9 +410,14 @@ class Collection(WriteMixin, SearchMixin):
         col._generation = m.generation
         col._wal_seq = m.wal_seq
         col._marker = m.marker
+        # HNSW: replayed rows wait beside the graph, searched exactly, until a thread started
+        # after the open has inserted them (``engine.catchup``).
+        waiting = catchup.wrap(col._contents)
         replayer = Replayer(col)
         state = wal.replay(path / WAL_DIR, m.wal_seq, col.dim, replayer.add)
         replayer.flush()
+        if waiting is not None and not waiting.waiting:
+            col._contents.index = waiting.inner
         if state.records:
             col._dirty = True
             log.info(
@@ -413,14 +429,50 @@ class Collection(WriteMixin, SearchMixin):
         usage.release_freed()
         return col, state
 
+    def _start_catch_up(self) -> None:
+        idx = self._contents.index
+        if isinstance(idx, catchup.CatchUpIndex):
+            self._catchup = catchup.CatchUp(self, idx, self.name).start()
+
+    @property
+    def unindexed(self) -> int:
+        """Items replayed from the log at open that the HNSW graph does not hold yet: they are
+        searched exactly (and merged with the graph's results) while a background thread inserts
+        them. 0 once the graph has caught up (``wait_indexed``)."""
+        c = self._catchup
+        return c.waiting if c is not None else 0
+
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Waits until the graph holds every item replayed at open (see ``unindexed``).
+
+        Returns:
+            True once caught up; False if ``timeout`` seconds passed first, or if the background
+            indexing stopped (the collection was closed, or it failed: the rows left are still
+            searched exactly, and the next checkpoint indexes them).
+        """
+        c = self._catchup
+        if c is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not c.wait(0.05):
+            if c.error is not None or c.stopped:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
     def close(self) -> None:
         """Checkpoints, closes the log and releases the lock file (reads keep working).
 
-        Writes raise ``ReadOnlyError`` afterwards; ``Engine.open_collection`` opens it anew.
+        Writes raise ``ReadOnlyError`` afterwards; ``Engine.open_collection`` opens it anew. A
+        checkpoint first finishes indexing the rows replayed at open (``unindexed``); a
+        read-only collection stops indexing them (they stay searched exactly).
         """
         try:
             self.flush()
         finally:
+            if self._catchup is not None:
+                self._catchup.stop()
             with self._lock:
                 if self._closed_because is None:
                     self._closed_because = "it was closed"

@@ -18,7 +18,7 @@ string hash): the code is small and tested against a dict model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ _MIN_CAPACITY = 1024
 # base: a merge sorts the base again (numpy), a few microseconds per id written in all.
 _MIN_RECENT = 4096
 _HASH_CHUNK = 65536  # ids turned into Python strings at once when a checkpoint is installed
+_BULK_LOOKUP = 64  # ``labels`` of at least this many keys searches the base vectorised
 
 
 class IdMap:
@@ -71,12 +72,22 @@ class IdMap:
 
     def labels(self, keys: Sequence[str]) -> list[int]:
         """The live labels of those of ``keys`` present, in order."""
-        out = []
-        for k in keys:
-            lab = self.label(k)
-            if lab is not None:
-                out.append(lab)
-        return out
+        found: Iterable[int | None]
+        if len(keys) < _BULK_LOOKUP:
+            found = map(self.label, keys)
+        else:
+            # Many keys (a replayed batch, mostly new ids): hash them and search the base at
+            # once; only keys whose hash is there take the one-key path.
+            hashes = np.fromiter(map(hash, keys), np.int64, len(keys))
+            base = self._hashes
+            at = np.minimum(np.searchsorted(base, hashes), max(base.size - 1, 0))
+            maybe = (base[at] == hashes).tolist() if base.size else [False] * len(keys)
+            get = self._recent.get
+            found = (
+                lab if (lab := get(k)) is not None else self.label(k) if m else None
+                for k, m in zip(keys, maybe, strict=True)
+            )
+        return [lab for lab in found if lab is not None]
 
     def _bytes(self, label: int) -> bytes:
         return self._buf[self._off[label] : self._off[label + 1]].tobytes()

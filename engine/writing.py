@@ -95,6 +95,9 @@ class WriteMixin:
         @property
         def encoder(self) -> encoders.Encoder | None: ...
 
+        @property
+        def unindexed(self) -> int: ...  # rows replayed at open not in the graph yet
+
         def flush(self) -> None: ...
 
     def add(
@@ -394,6 +397,10 @@ class WriteMixin:
                     self.flush()
 
     def _checkpoint_due(self, w: wal.WalWriter) -> bool:
+        if self.unindexed:
+            # A checkpoint would first wait for the graph to catch up (``engine.catchup``):
+            # until then the log may grow to twice its threshold.
+            return w.bytes >= 2 * self.checkpoint_bytes
         if w.bytes >= self.checkpoint_bytes:
             return True
         return (

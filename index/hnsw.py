@@ -112,6 +112,15 @@ class HNSWIndex(Index):
             if len(self._ghosts) > 2 * self._deleted + _INITIAL_CAPACITY:
                 self._ghosts = self._dead_in_graph()
 
+    def make_room(self, n: int) -> None:
+        """Grows the graph now so that ``n`` more vectors go in without a resize (the hook of
+        ``index.catchup``, which adds while searches run: a resize moves the graph's memory, so
+        only a caller that holds searches off may cause one)."""
+        with self._lock:
+            need = self._g.element_count + max(0, int(n) - self._deleted)
+            if need > self._g.get_max_elements():
+                self._g.resize_index(max(need, 2 * self._g.get_max_elements()))
+
     def _revive(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Re-adds removed labels into their own deleted slots; returns the other rows.
 

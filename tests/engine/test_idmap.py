@@ -76,3 +76,15 @@ def test_hash_collisions_are_resolved_by_the_stored_bytes(monkeypatch):
     monkeypatch.setattr("engine.idmap.hash", lambda _k: 7, raising=False)
     assert ids.label("x") == 0 and ids.label("y") == 1 and ids.label("z") is None
     assert ids.label("\ud800") is None and "\ud800" not in ids  # never stored, never an error
+
+
+def test_labels_of_many_keys_equal_one_key_lookups():
+    ids = IdMap()
+    names = [f"k{i}" for i in range(20_000)]
+    ids.assign(names[:15_000], np.arange(15_000))  # merged into the sorted base
+    ids.remove(np.arange(0, 15_000, 3))
+    ids.assign(names[15_000:], np.arange(15_000, 20_000))  # partly in the recent dict
+    keys = [f"k{i}" for i in np.random.default_rng(0).permutation(25_000).tolist()]
+    assert ids.labels(keys) == [lab for k in keys if (lab := ids.label(k)) is not None]
+    assert ids.labels(keys[:10]) == [lab for k in keys[:10] if (lab := ids.label(k)) is not None]
+    assert IdMap().labels(keys) == []
