@@ -173,9 +173,17 @@ def set_query(q: pb.Query, value: Any) -> None:
 
 
 # ---- results -----------------------------------------------------------------------------------
-def hits_message(hits: Iterable[Hit], out: pb.SearchResponse) -> pb.SearchResponse:
+def hits_message(
+    hits: Iterable[Hit], out: pb.SearchResponse, payloads: bool = True
+) -> pb.SearchResponse:
+    """Fills ``out`` with the hits (their payloads too unless ``payloads`` is False)."""
+    add = out.hits.add
+    if not payloads:
+        for h in hits:
+            add(id=h.id, score=h.score)
+        return out
     for h in hits:
-        m = out.hits.add(id=h.id, score=h.score)
+        m = add(id=h.id, score=h.score)
         if h.payload:
             dict_to_struct(h.payload, m.payload)
     return out
