@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import numpy as np
@@ -58,6 +58,7 @@ SEARCH_FIELDS = frozenset(
         "vectors",
     }
 )
+T = TypeVar("T")
 # Index kinds whose queries each walk a graph alone: a batch costs the sum of its queries.
 WALKS_ALONE = frozenset({"hnsw"})
 STREAM_WINDOW = 256  # a stream's queries running at once; the stream reads no further meanwhile
@@ -69,7 +70,10 @@ class Inline:
     A dense vector search with no filter, no text and no mode of a collection whose index walks a
     graph (``WALKS_ALONE``) runs inline once its recent engine time (an exponential average per
     collection and parameter set, measured wherever it ran) is under ``max_ms``: the thread hop
-    and the batcher's queue cost more than the search. The first search of a key, one while a
+    costs more than the search. With the micro-batcher on, what runs inline is the batch: the
+    queries that arrived together still share one ``search_batch`` call (which amortises the
+    engine's per-call Python work: measured, that pays more than the hop), then the batch runs
+    on the loop instead of a search thread. The first search of a key, one while a
     write of this server is running (a writer holds the collection's lock) and one whose average
     has grown (a large ``ef``, a busy machine) go to the search threads, which keep measuring.
 
@@ -96,11 +100,11 @@ class Inline:
         cost = self._cost.get(key)
         return cost is not None and cost <= self.max_s and self.writes == 0
 
-    def timed(self, key: tuple[int, str], col: CollectionLike, *args: Any, **kwargs: Any) -> Any:
-        """``col.search(*args, **kwargs)``, its time folded into the key's average."""
+    def timed(self, key: tuple[int, str], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` (a search), its time folded into the key's average."""
         t0 = time.perf_counter()
         try:
-            return col.search(*args, **kwargs)
+            return fn(*args, **kwargs)
         finally:
             took = time.perf_counter() - t0
             old = self._cost.get(key)
@@ -283,14 +287,20 @@ class SearchRpcs:
         hits: list[Hit]
         plain = kind == VECTOR and not options and text is None and where is None and not partial
         cost_key = self.inline.key(col, params) if plain else None
-        if cost_key is not None:
-            # A graph search: inline when known to be cheap, else timed on a search thread.
+        if cost_key is not None and self.batcher is None:
+            # A graph search, unbatched: inline when known to be cheap, else timed on a thread.
             if self.inline.ok(cost_key):
                 self.counters.inline_searches += 1
-                hits = self.inline.timed(cost_key, col, value, k, **params)
+                hits = self.inline.timed(cost_key, col.search, value, k, **params)
             else:
                 hits = await run_blocking(
-                    self._search_executor, self.inline.timed, cost_key, col, value, k, **params
+                    self._search_executor,
+                    self.inline.timed,
+                    cost_key,
+                    col.search,
+                    value,
+                    k,
+                    **params,
                 )
         # A partial search reports its own missing shards: it is answered on its own.
         elif self.batcher is not None and kind is not None and not partial:
@@ -302,8 +312,19 @@ class SearchRpcs:
                 json.dumps(where, sort_keys=True) if where else "",
                 json.dumps(params, sort_keys=True) if params else "",
             )
+            # A cheap graph search's batch (what queued meanwhile) runs inline: see Inline.
+            cost = (self.inline, cost_key) if cost_key is not None else None
             hits = await self.batcher.search(
-                key, col, value, k, where, params, timeout=timeout, text=text, options=options
+                key,
+                col,
+                value,
+                k,
+                where,
+                params,
+                timeout=timeout,
+                text=text,
+                options=options,
+                cost=cost,
             )
         else:  # no batcher, or no query beside the text (refused by the engine in its words)
             if text is not None:
