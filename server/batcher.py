@@ -45,7 +45,6 @@ class BatcherStats:
     max_seen: int = 0
     cancelled: int = 0
     expired: int = 0
-    inline: int = 0  # queries whose batch ran on the event loop
 
     @property
     def mean_batch_size(self) -> float:
@@ -71,8 +70,6 @@ class _Queue:
     # every item carries a text (passed as texts=); both are part of the queue's key.
     options: dict[str, Any] = field(default_factory=dict)
     with_text: bool = False
-    # (policy, key): batches of cheap searches run on the event loop (``search.Inline``).
-    cost: tuple[Any, Any] | None = None
     items: list[_Item] = field(default_factory=list)
     full: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -117,7 +114,6 @@ class MicroBatcher:
         *,
         text: str | None = None,
         options: dict[str, Any] | None = None,
-        cost: tuple[Any, Any] | None = None,
     ) -> list[Hit]:
         """The hits for one query, answered from a batch with others of the same ``key``.
 
@@ -125,8 +121,7 @@ class MicroBatcher:
         adds ``options`` (``search_batch`` keywords the batch shares: ``mode`` and the fusion
         settings; hashable values) and whether ``text`` is given (the lexical query text beside
         a vector query; a batch passes its items' texts as ``texts=``). ``timeout`` (seconds)
-        is the caller's remaining deadline. ``cost`` is ``(policy, key)`` (``search.Inline``)
-        for searches that may run on the event loop while the policy finds them cheap.
+        is the caller's remaining deadline.
 
         Raises:
             DeadlineExpired: the deadline passed while the query was queued.
@@ -141,15 +136,18 @@ class MicroBatcher:
         key = (*key, tuple(sorted(options.items())), text is not None)
         q = self._queues.get(key)
         if q is None:
-            q = self._queues[key] = _Queue(
-                col, k, where, params, options, text is not None, cost=cost
-            )
+            q = self._queues[key] = _Queue(col, k, where, params, options, text is not None)
             self._spawn(self._drain(key, q))
         q.items.append(item)
         if len(q.items) >= self.max_batch:
             q.full.set()
         # Cancelling the caller's task cancels this future, which the batch then skips.
         return await item.future
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running: a new query would have no company."""
+        return not self._queues and self._running == 0
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -233,19 +231,8 @@ class MicroBatcher:
         kwargs = dict(q.options)
         if q.with_text:
             kwargs["texts"] = [it.text for it in items]
-        kwargs.update(q.params)
-        queries = [it.query for it in items]
-        if q.cost is None:
-            res: SearchResult = await self._runner(
-                q.col.search_batch, queries, q.k, where=q.where, **kwargs
-            )
-            return res
-        policy, key = q.cost
-        if policy.ok(key):
-            self.stats.inline += len(items)
-            return policy.timed(key, q.col.search_batch, queries, q.k, where=q.where, **kwargs)
-        res = await self._runner(
-            policy.timed, key, q.col.search_batch, queries, q.k, where=q.where, **kwargs
+        res: SearchResult = await self._runner(
+            q.col.search_batch, [it.query for it in items], q.k, where=q.where, **kwargs, **q.params
         )
         return res
 

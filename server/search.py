@@ -1,13 +1,12 @@
 """The search rpcs: Search, SearchStream (many Search calls on one stream) and SearchBatch.
 
-Where a call's time goes (README: server, measured over loopback on 2 cores): a unary call costs
-Python grpc.aio about 0.25 ms of server CPU before the handler runs, a message on an open stream
-about a fifth of that, so streams are the fast transport for many small queries. Within the
-handler, a graph search (HNSW) of a few tens of microseconds costs less than the thread hop it
-would take to run it off the event loop, and merging it with others buys nothing (each query walks
-the graph alone), so such searches run inline on the loop (see ``Inline``); everything else
-(encoders, exact scoring, filters, IVF, sharded fan-outs) goes to the micro-batcher or the search
-threads as before.
+Where a call's time goes (notes and README: server, measured over loopback on 2 cores): a unary
+call costs Python grpc.aio about 0.25 ms of server CPU outside the handler, a message on an open
+stream about a fifth of that, so streams are the fast transport for many small queries. Within
+the handler, a lone graph search (HNSW) of a few tens of microseconds costs less than the thread
+hop it would take to run it off the event loop, so it runs inline (see ``Inline``); under load,
+and for everything else (encoders, exact scoring, filters, IVF, sharded fan-outs), searches go to
+the micro-batcher or the search threads.
 """
 
 from __future__ import annotations
@@ -61,6 +60,7 @@ SEARCH_FIELDS = frozenset(
 T = TypeVar("T")
 # Index kinds whose queries each walk a graph alone: a batch costs the sum of its queries.
 WALKS_ALONE = frozenset({"hnsw"})
+REMEASURE = 64  # see Inline.measure
 STREAM_WINDOW = 256  # a stream's queries running at once; the stream reads no further meanwhile
 
 
@@ -68,17 +68,18 @@ class Inline:
     """Which searches run on the event loop instead of a search thread.
 
     A dense vector search with no filter, no text and no mode of a collection whose index walks a
-    graph (``WALKS_ALONE``) runs inline once its recent engine time (an exponential average per
-    collection and parameter set, measured wherever it ran) is under ``max_ms``: the thread hop
-    costs more than the search. With the micro-batcher on, what runs inline is the batch: the
-    queries that arrived together still share one ``search_batch`` call (which amortises the
-    engine's per-call Python work: measured, that pays more than the hop), then the batch runs
-    on the loop instead of a search thread. The first search of a key, one while a
-    write of this server is running (a writer holds the collection's lock) and one whose average
-    has grown (a large ``ef``, a busy machine) go to the search threads, which keep measuring.
+    graph (``WALKS_ALONE``) runs inline when the server has nothing else in flight (no other call,
+    nothing batching) and its recent engine time (an exponential average per collection and
+    parameter set, measured wherever it ran) is under ``max_ms``: alone, the thread hop costs
+    more than the search. Under load such searches go to the micro-batcher (or the search
+    threads) as before: measured, merging them (one engine call amortises its per-call Python
+    work) and running the graph walk on a thread beside the loop's Python pay more than the hop.
+    The first search of a key, one while a write of this server is running (a writer holds the
+    collection's lock) and one whose average has grown (a large ``ef``, a busy machine) go to
+    the search threads, which keep measuring.
 
     Args:
-        max_ms: the engine time under which a search runs inline; 0 turns inlining off.
+        max_ms: the engine time under which a search may run inline; 0 turns inlining off.
     """
 
     def __init__(self, max_ms: float) -> None:
@@ -87,6 +88,7 @@ class Inline:
         self.max_s = max_ms / 1000.0
         self.writes = 0  # writes of this server running now
         self._cost: dict[tuple[int, str], float] = {}
+        self._untimed: dict[tuple[int, str], int] = {}
 
     def key(self, col: CollectionLike, params: dict[str, Any]) -> tuple[int, str] | None:
         """The cost key of a plain dense search of ``col``, or None when it never runs inline."""
@@ -95,6 +97,14 @@ class Inline:
         if col.index_spec.split(":", 1)[0] not in WALKS_ALONE:
             return None
         return id(col), json.dumps(params, sort_keys=True) if params else ""
+
+    def measure(self, key: tuple[int, str]) -> bool:
+        """Whether this search should be timed on a search thread: its cost is unknown, or
+        every ``REMEASURE``-th one otherwise batched (so a cost that grew can come down)."""
+        if key not in self._cost:
+            return True
+        n = self._untimed[key] = self._untimed.get(key, 0) + 1
+        return n % REMEASURE == 0
 
     def ok(self, key: tuple[int, str]) -> bool:
         cost = self._cost.get(key)
@@ -123,6 +133,10 @@ class SearchRpcs:
         _search_executor: Executor
 
         async def _collection(self, name: str, field: str = "collection") -> CollectionLike: ...
+
+    def _alone(self) -> bool:
+        """No other call in flight (a stream counts as one) and nothing batching."""
+        return self.counters.in_flight <= 1 and (self.batcher is None or self.batcher.idle)
 
     def _k(self, k: int) -> int:
         if k <= 0:
@@ -287,21 +301,15 @@ class SearchRpcs:
         hits: list[Hit]
         plain = kind == VECTOR and not options and text is None and where is None and not partial
         cost_key = self.inline.key(col, params) if plain else None
-        if cost_key is not None and self.batcher is None:
-            # A graph search, unbatched: inline when known to be cheap, else timed on a thread.
-            if self.inline.ok(cost_key):
-                self.counters.inline_searches += 1
-                hits = self.inline.timed(cost_key, col.search, value, k, **params)
-            else:
-                hits = await run_blocking(
-                    self._search_executor,
-                    self.inline.timed,
-                    cost_key,
-                    col.search,
-                    value,
-                    k,
-                    **params,
-                )
+        if cost_key is not None and self.inline.ok(cost_key) and self._alone():
+            # Cheap, and nothing to merge it with: on the loop, no thread hop, no queue.
+            self.counters.inline_searches += 1
+            hits = self.inline.timed(cost_key, col.search, value, k, **params)
+        elif cost_key is not None and (self.batcher is None or self.inline.measure(cost_key)):
+            # A graph search, unbatched or of unknown cost: timed on a search thread.
+            hits = await run_blocking(
+                self._search_executor, self.inline.timed, cost_key, col.search, value, k, **params
+            )
         # A partial search reports its own missing shards: it is answered on its own.
         elif self.batcher is not None and kind is not None and not partial:
             # The batcher adds the mode, the fusion settings and whether a text is given.
@@ -312,19 +320,8 @@ class SearchRpcs:
                 json.dumps(where, sort_keys=True) if where else "",
                 json.dumps(params, sort_keys=True) if params else "",
             )
-            # A cheap graph search's batch (what queued meanwhile) runs inline: see Inline.
-            cost = (self.inline, cost_key) if cost_key is not None else None
             hits = await self.batcher.search(
-                key,
-                col,
-                value,
-                k,
-                where,
-                params,
-                timeout=timeout,
-                text=text,
-                options=options,
-                cost=cost,
+                key, col, value, k, where, params, timeout=timeout, text=text, options=options
             )
         else:  # no batcher, or no query beside the text (refused by the engine in its words)
             if text is not None:

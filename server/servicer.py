@@ -312,7 +312,6 @@ class VecDexServicer(SearchRpcs, pb_grpc.VecDexServicer):
             out.deadline_exceeded = s.expired
             out.max_batch = b.max_batch
             out.max_wait_ms = b.max_wait * 1000.0
-            out.inline_searches += s.inline
         else:
             out.max_batch = 1
         return out
