@@ -74,9 +74,12 @@ class Inline:
     more than the search. Under load such searches go to the micro-batcher (or the search
     threads) as before: measured, merging them (one engine call amortises its per-call Python
     work) and running the graph walk on a thread beside the loop's Python pay more than the hop.
-    The first search of a key, one while a write of this server is running (a writer holds the
-    collection's lock) and one whose average has grown (a large ``ef``, a busy machine) go to
-    the search threads, which keep measuring.
+    The first search of a key and every ``REMEASURE``-th after it go to a search thread, timed
+    (the average stays current, and the hop lets calls queued meanwhile start: under load an
+    all-inline server would never see a second call in flight); when other calls did start
+    meanwhile, the server counts as crowded and nothing runs inline until the next timing. A
+    search while a write of this server runs (a writer holds the collection's lock) or whose
+    average has grown (a large ``ef``, a busy machine) is never inline.
 
     Args:
         max_ms: the engine time under which a search may run inline; 0 turns inlining off.
@@ -89,6 +92,7 @@ class Inline:
         self.writes = 0  # writes of this server running now
         self._cost: dict[tuple[int, str], float] = {}
         self._untimed: dict[tuple[int, str], int] = {}
+        self.crowded = False  # the last timed search saw other calls start meanwhile
 
     def key(self, col: CollectionLike, params: dict[str, Any]) -> tuple[int, str] | None:
         """The cost key of a plain dense search of ``col``, or None when it never runs inline."""
@@ -99,8 +103,8 @@ class Inline:
         return id(col), json.dumps(params, sort_keys=True) if params else ""
 
     def measure(self, key: tuple[int, str]) -> bool:
-        """Whether this search should be timed on a search thread: its cost is unknown, or
-        every ``REMEASURE``-th one otherwise batched (so a cost that grew can come down)."""
+        """Whether this search should be timed on a search thread: its cost is unknown, or it
+        is the ``REMEASURE``-th since the last timing."""
         if key not in self._cost:
             return True
         n = self._untimed[key] = self._untimed.get(key, 0) + 1
@@ -301,15 +305,25 @@ class SearchRpcs:
         hits: list[Hit]
         plain = kind == VECTOR and not options and text is None and where is None and not partial
         cost_key = self.inline.key(col, params) if plain else None
-        if cost_key is not None and self.inline.ok(cost_key) and self._alone():
+        # Every REMEASURE-th graph search goes to a thread, timed: that keeps the cost current,
+        # and its await lets calls that queued meanwhile start, so a busy server is seen busy.
+        probe = cost_key is not None and self.inline.measure(cost_key)
+        if (
+            cost_key is not None
+            and not probe
+            and not self.inline.crowded
+            and self.inline.ok(cost_key)
+            and self._alone()
+        ):
             # Cheap, and nothing to merge it with: on the loop, no thread hop, no queue.
             self.counters.inline_searches += 1
             hits = self.inline.timed(cost_key, col.search, value, k, **params)
-        elif cost_key is not None and (self.batcher is None or self.inline.measure(cost_key)):
-            # A graph search, unbatched or of unknown cost: timed on a search thread.
+        elif cost_key is not None and (probe or self.batcher is None):
             hits = await run_blocking(
                 self._search_executor, self.inline.timed, cost_key, col.search, value, k, **params
             )
+            if probe:  # did other calls start while this one was away?
+                self.inline.crowded = not self._alone()
         # A partial search reports its own missing shards: it is answered on its own.
         elif self.batcher is not None and kind is not None and not partial:
             # The batcher adds the mode, the fusion settings and whether a text is given.
