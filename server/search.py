@@ -272,8 +272,8 @@ class SearchRpcs:
                 task.add_done_callback(tasks.discard)
             if tasks:
                 await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
+        finally:  # the stream ended early (cancelled, or a write failed): drop what runs
+            for task in list(tasks):
                 task.cancel()
 
     async def _search(

@@ -221,3 +221,26 @@ def test_the_inline_policy():
     assert Inline(0).key(Col(), {}) is None  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="inline_max_ms"):
         Inline(-1)
+
+
+def test_a_cancelled_stream_leaves_the_server_serving(start_server):
+    srv = start_server(max_batch=8)
+    client = Client(srv.address)
+    col, x = setup(client, "flat")
+
+    async def cancel_midway() -> None:
+        async with grpc.aio.insecure_channel(srv.address) as channel:
+            call = pb_grpc.VecDexStub(channel).SearchStream()
+            for i in range(20):
+                await call.write(pb.StreamSearchRequest(tag=i, search=request("c", x[i], 3)))
+            await call.read()
+            call.cancel()
+
+    asyncio.run(cancel_midway())
+    for _ in range(100):  # the server notices the cancellation on its own loop
+        if client.stats()["in_flight"] == 0:
+            break
+        asyncio.run(asyncio.sleep(0.05))
+    assert client.stats()["in_flight"] == 0
+    assert col.search(x[3], k=1)[0].id == "v3"
+    client.close()
