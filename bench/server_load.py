@@ -289,6 +289,13 @@ def summary(rows: list[Row], at: int) -> dict[str, Any]:
             out[f"hnsw_{transport}_qps_over_inprocess"] = srv.qps / inproc.qps  # target >= 0.5
         if srv:
             out[f"hnsw_{transport}_p99_ms"] = srv.p99_ms
+        if inproc and srv and srv.server_cpu_us_per_query:
+            # Steadier than QPS on a shared machine: CPU per query, server and clients together
+            # (the machine's cores serve both), against the in-process process's.
+            total = srv.server_cpu_us_per_query + srv.client_cpu_us_per_query
+            out[f"hnsw_{transport}_cpu_inprocess_over_server_and_clients"] = (
+                inproc.server_cpu_us_per_query / total
+            )
         old = get("server", transport, "on-noinline", "hnsw")
         if srv and old and srv.server_cpu_us_per_query:
             out[f"hnsw_{transport}_cpu_per_query_noinline_over_inline"] = (
