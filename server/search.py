@@ -58,9 +58,10 @@ SEARCH_FIELDS = frozenset(
     }
 )
 T = TypeVar("T")
-# Index kinds whose queries each walk a graph alone: a batch costs the sum of its queries.
+# Index kinds whose single queries are cheap graph walks (tens of microseconds).
 WALKS_ALONE = frozenset({"hnsw"})
 REMEASURE = 64  # see Inline.measure
+MAX_KEYS = 1024  # cost keys kept (collection x params); past it the averages start afresh
 STREAM_WINDOW = 256  # a stream's queries running at once; the stream reads no further meanwhile
 
 
@@ -121,6 +122,9 @@ class Inline:
             return fn(*args, **kwargs)
         finally:
             took = time.perf_counter() - t0
+            if len(self._cost) >= MAX_KEYS and key not in self._cost:  # e.g. many ef values
+                self._cost.clear()
+                self._untimed.clear()
             old = self._cost.get(key)
             self._cost[key] = took if old is None else 0.8 * old + 0.2 * took
 

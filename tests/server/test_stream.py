@@ -225,6 +225,9 @@ def test_the_inline_policy():
     assert pol.measure(pol.key(Flat(), {}) or ("x", "")) is True  # type: ignore[arg-type]
     timed = [pol.measure(key) for _ in range(128)]
     assert sum(timed) == 2 and timed[63] and timed[127]
+    for ef in range(2000):  # many parameter sets: the averages stay bounded
+        pol.timed(pol.key(Col(), {"ef": ef}), lambda: None)  # type: ignore[arg-type]
+    assert len(pol._cost) <= 1024
     assert Inline(0).key(Col(), {}) is None  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="inline_max_ms"):
         Inline(-1)
