@@ -66,7 +66,12 @@ class Server:
                 concurrency=config.search_concurrency,
             )
         self.servicer = VecDexServicer(
-            self.engine, self._executor, config.limits, batcher, self._search_executor
+            self.engine,
+            self._executor,
+            config.limits,
+            batcher,
+            self._search_executor,
+            config.inline_max_ms,
         )
 
     async def start(self) -> int:

@@ -144,6 +144,11 @@ class MicroBatcher:
         # Cancelling the caller's task cancels this future, which the batch then skips.
         return await item.future
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running: a new query would have no company."""
+        return not self._queues and self._running == 0
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)

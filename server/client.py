@@ -236,6 +236,8 @@ class Client:
             "uptime_seconds": s.uptime_seconds,
             "in_flight": s.in_flight,
             "cpu_seconds": s.cpu_seconds,
+            "stream_queries": s.stream_queries,
+            "inline_searches": s.inline_searches,
         }
 
 

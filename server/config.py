@@ -37,6 +37,10 @@ class ServerConfig:
             a search slot is free, with whatever queued while the slots were busy; a window
             pays only where a bigger batch costs about the same (GPU), not on a CPU.
         search_concurrency: batches (or unbatched searches) running at once.
+        inline_max_ms: a plain dense search of an HNSW collection whose recent engine time is
+            under this runs on the event loop, without the thread hop and the batcher (each
+            query walks the graph alone: merging buys nothing); 0 sends every search to the
+            search threads.
         workers: threads running blocking engine calls.
         grace_s: how long shutdown waits for in-flight calls before cancelling them.
         limits: request limits.
@@ -52,6 +56,7 @@ class ServerConfig:
     max_batch: int = 64
     max_wait_ms: float = 0.0
     search_concurrency: int = 2
+    inline_max_ms: float = 1.0
     workers: int = 8
     grace_s: float = 10.0
     limits: Limits = field(default_factory=Limits)
@@ -67,6 +72,8 @@ class ServerConfig:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.workers < 1 or self.search_concurrency < 1:
             raise ValueError("workers and search_concurrency must be >= 1")
+        if self.inline_max_ms < 0:
+            raise ValueError(f"inline_max_ms must be >= 0, got {self.inline_max_ms}")
         if self.grace_s < 0:
             raise ValueError(f"grace_s must be >= 0, got {self.grace_s}")
 

@@ -63,8 +63,15 @@ def dict_to_struct(d: Mapping[str, Any] | None, out: struct_pb2.Struct | None = 
     """
     s = struct_pb2.Struct() if out is None else out
     if d:
+        fields = s.fields
         for k, v in d.items():
-            _set_value(s.fields[k], v)
+            t = type(v)  # the common plain types first (exact types: bool is not an int here)
+            if t is int or t is float:
+                fields[k].number_value = v
+            elif t is str:
+                fields[k].string_value = v
+            else:
+                _set_value(fields[k], v)
     return s
 
 
@@ -173,9 +180,17 @@ def set_query(q: pb.Query, value: Any) -> None:
 
 
 # ---- results -----------------------------------------------------------------------------------
-def hits_message(hits: Iterable[Hit], out: pb.SearchResponse) -> pb.SearchResponse:
+def hits_message(
+    hits: Iterable[Hit], out: pb.SearchResponse, payloads: bool = True
+) -> pb.SearchResponse:
+    """Fills ``out`` with the hits (their payloads too unless ``payloads`` is False)."""
+    add = out.hits.add
+    if not payloads:
+        for h in hits:
+            add(id=h.id, score=h.score)
+        return out
     for h in hits:
-        m = out.hits.add(id=h.id, score=h.score)
+        m = add(id=h.id, score=h.score)
         if h.payload:
             dict_to_struct(h.payload, m.payload)
     return out

@@ -8,50 +8,25 @@ malformed ``where``, an unknown index parameter) comes back with the engine's me
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import json
-import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
-from engine import (
-    CollectionExistsError,
-    CollectionLike,
-    CollectionLockedError,
-    CollectionNotFoundError,
-    CorruptFileError,
-    Engine,
-    FilterError,
-    Fusion,
-    ReadOnlyError,
-)
-from engine.errors import ShardUnavailableError
-from engine.fusion import check_mode
-from engine.sharded import ShardedCollection
+from engine import CollectionLike, Engine, Fusion
 
-from .batcher import DeadlineExpired, MicroBatcher
+from .batcher import MicroBatcher
 from .config import Limits
 from .convert import (
-    MULTI,
-    TEXT,
-    VECTOR,
     BadRequest,
     fusion_args,
     fusion_message,
-    hits_message,
     invalid,
     lexical_options,
     multi_array,
-    optional_struct,
-    parse_query,
     record_message,
     set_lexical_options,
     set_memory,
@@ -60,95 +35,16 @@ from .convert import (
 )
 from .pb import vecdex_pb2 as pb
 from .pb import vecdex_pb2_grpc as pb_grpc
-
-log = logging.getLogger(__name__)
+from .rpc import Counters, rpc, run_blocking
+from .rpc import status_of as status_of
+from .search import SEARCH_FIELDS as SEARCH_FIELDS
+from .search import Inline, SearchRpcs
 
 T = TypeVar("T")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VecDex"].full_name
-# Search keywords that have their own request fields: never index parameters.
-SEARCH_FIELDS = frozenset(
-    {
-        "k",
-        "where",
-        "mode",
-        "text",
-        "texts",
-        "fusion",
-        "weight",
-        "rrf_k",
-        "depth",
-        "vector",
-        "vectors",
-    }
-)
 
 
-@dataclass
-class Counters:
-    rpcs: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    in_flight: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
-def status_of(e: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and message a failed call answers with."""
-    if isinstance(e, BadRequest):
-        return grpc.StatusCode[e.code], e.message
-    if isinstance(e, DeadlineExpired):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the query was queued"
-    if isinstance(e, CollectionNotFoundError):
-        return grpc.StatusCode.NOT_FOUND, str(e)
-    if isinstance(e, CollectionExistsError):
-        return grpc.StatusCode.ALREADY_EXISTS, str(e)
-    if isinstance(e, FilterError):
-        return grpc.StatusCode.INVALID_ARGUMENT, f"where: {e}"
-    if isinstance(e, ShardUnavailableError):
-        return grpc.StatusCode.UNAVAILABLE, str(e)
-    if isinstance(e, CorruptFileError):
-        return grpc.StatusCode.DATA_LOSS, str(e)
-    if isinstance(e, (ReadOnlyError, CollectionLockedError)):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(e)
-    if isinstance(e, NotImplementedError):
-        return grpc.StatusCode.UNIMPLEMENTED, str(e) or "not implemented by this engine"
-    if isinstance(e, (ValueError, TypeError)):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(e)
-    log.error("internal error", exc_info=e)
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(e).__name__}); see the server log"
-
-
-def _rpc(
-    fn: Callable[[VecDexServicer, Any, grpc.aio.ServicerContext], Awaitable[T]],
-) -> Callable[[VecDexServicer, Any, grpc.aio.ServicerContext], Awaitable[T]]:
-    """Counts the call and turns exceptions into statuses (abort raises, so nothing returns)."""
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    async def wrapper(self: VecDexServicer, request: Any, context: grpc.aio.ServicerContext) -> T:
-        self.counters.rpcs[name] += 1
-        self.counters.in_flight += 1
-        try:
-            return await fn(self, request, context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - every failure becomes a status
-            code, message = status_of(e)
-        finally:
-            self.counters.in_flight -= 1
-        self.counters.errors[code.name] += 1
-        await context.abort(code, message)
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-    return wrapper
-
-
-async def run_blocking(executor: Executor, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Runs a blocking engine call on ``executor`` without blocking the event loop."""
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
-
-
-class VecDexServicer(pb_grpc.VecDexServicer):
+class VecDexServicer(SearchRpcs, pb_grpc.VecDexServicer):
     """Serves one ``Engine``.
 
     Args:
@@ -158,6 +54,8 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         batcher: merges concurrent Search calls; None answers each on its own.
         search_executor: where searches run (its size bounds how many run at once); by default
             ``executor``.
+        inline_max_ms: cheap graph searches run on the event loop (see ``search.Inline``);
+            0 never.
     """
 
     def __init__(
@@ -167,6 +65,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         limits: Limits,
         batcher: MicroBatcher | None,
         search_executor: Executor | None = None,
+        inline_max_ms: float = 1.0,
     ) -> None:
         self.engine = engine
         self.limits = limits
@@ -174,12 +73,22 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         self.counters = Counters()
         self._executor = executor
         self._search_executor = search_executor or executor
+        self.inline = Inline(inline_max_ms)
         # Saves a thread hop per call; the engine caches too.
         self._cols: dict[str, CollectionLike] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` on the thread pool."""
         return await run_blocking(self._executor, fn, *args, **kwargs)
+
+    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A write on the thread pool; meanwhile no search runs inline (the writer holds the
+        collection's lock, and an inline search waiting for it would stall the event loop)."""
+        self.inline.writes += 1
+        try:
+            return await self.run(fn, *args, **kwargs)
+        finally:
+            self.inline.writes -= 1
 
     async def _collection(self, name: str, field: str = "collection") -> CollectionLike:
         if not name:
@@ -189,13 +98,6 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         if col is None or getattr(col, "closed", False) or not getattr(col, "writable", True):
             col = self._cols[name] = await self.run(self.engine.open_collection, name)
         return col
-
-    def _k(self, k: int) -> int:
-        if k <= 0:
-            raise invalid(f"k must be positive, got {k}")
-        if k > self.limits.max_k:
-            raise invalid(f"k={k} is over the server limit of {self.limits.max_k}")
-        return k
 
     def _ids(self, ids: Any, field: str = "ids") -> list[str]:
         n = len(ids)
@@ -211,87 +113,6 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             if not s:
                 raise invalid(f"{field}[{i}] is empty")
         return out
-
-    def _check_query(
-        self, col: CollectionLike, kind: str, value: Any, field: str, mode: str
-    ) -> Any:
-        multi = col.multi_vector
-        if kind == TEXT:
-            # A lexical search uses the text as it is; dense and hybrid ones encode it.
-            if mode != "lexical" and col.encoder_spec is None:
-                hint = (
-                    "send a vector query with the text in text"
-                    if mode == "hybrid"
-                    else "search it with vectors"
-                )
-                raise invalid(f"{field}.text: collection {col.name!r} has no encoder; {hint}")
-            return value
-        if kind == VECTOR and multi:
-            raise invalid(
-                f"{field}.vector: collection {col.name!r} holds multi-vectors; "
-                "send multi_vector (or text)"
-            )
-        if kind == MULTI and not multi:
-            raise invalid(
-                f"{field}.multi_vector: collection {col.name!r} holds one vector per item; "
-                "send vector (or text)"
-            )
-        d = value.shape[-1]
-        if d != col.dim:
-            raise invalid(
-                f"{field}.{kind} has dimension {d}, collection {col.name!r} has {col.dim}"
-            )
-        return value
-
-    def _text(self, text: str, field: str) -> str:
-        """A lexical query text: not blank, within the size limit."""
-        if not text.strip():
-            raise invalid(f"{field} is empty")
-        if len(text) > self.limits.max_text_chars:
-            raise too_big(
-                f"{field} has {len(text)} characters, over the limit of "
-                f"{self.limits.max_text_chars}"
-            )
-        return text
-
-    @staticmethod
-    def _search_options(request: Any) -> tuple[str, dict[str, Any]]:
-        """The search mode and the ``search``/``search_batch`` keywords it takes besides the query.
-
-        Mode and (hybrid) fusion settings are checked here with the engine's own checks, so a
-        bad one is refused with the engine's message before it reaches the micro-batcher; fusion
-        settings in another mode go to the engine, which refuses them.
-        """
-        mode = check_mode(request.mode or "dense")
-        options = fusion_args(request)
-        if mode == "hybrid":
-            Fusion.make(
-                options.get("fusion"),
-                options.get("weight"),
-                options.get("rrf_k"),
-                options.get("depth"),
-            )
-        if mode != "dense":  # dense searches call the engine exactly as before modes existed
-            options["mode"] = mode
-        return mode, options
-
-    @staticmethod
-    def _partial(col: CollectionLike, request: Any) -> dict[str, Any]:
-        """``{"partial": True}`` for a partial search of a sharded collection (refused on
-        another), else nothing: a plain collection's search takes no ``partial``."""
-        if not request.partial:
-            return {}
-        if not isinstance(col, ShardedCollection):
-            raise invalid(f"partial: collection {col.name!r} is not sharded")
-        return {"partial": True}
-
-    @staticmethod
-    def _params(request: Any) -> dict[str, Any]:
-        params = optional_struct(request, "params") or {}
-        clash = sorted(SEARCH_FIELDS & params.keys())
-        if clash:
-            raise invalid(f"params.{clash[0]} is not an index parameter: use the request's field")
-        return params
 
     @staticmethod
     def _info(d: dict[str, Any]) -> pb.CollectionInfo:
@@ -317,7 +138,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         return info
 
     # ---- collections -----------------------------------------------------------------------
-    @_rpc
+    @rpc
     async def CreateCollection(
         self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
@@ -342,7 +163,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         )
         return self._info(await self.run(col.describe))
 
-    @_rpc
+    @rpc
     async def DropCollection(
         self, request: pb.DropCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.DropCollectionResponse:
@@ -352,13 +173,13 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         await self.run(self.engine.drop_collection, request.name)
         return pb.DropCollectionResponse()
 
-    @_rpc
+    @rpc
     async def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCollectionsResponse:
         return pb.ListCollectionsResponse(names=await self.run(self.engine.list_collections))
 
-    @_rpc
+    @rpc
     async def DescribeCollection(
         self, request: pb.DescribeCollectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CollectionInfo:
@@ -366,7 +187,7 @@ class VecDexServicer(pb_grpc.VecDexServicer):
         return self._info(await self.run(col.describe))
 
     # ---- writes ----------------------------------------------------------------------------
-    @_rpc
+    @rpc
     async def Upsert(
         self, request: pb.UpsertRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertResponse:
@@ -435,19 +256,19 @@ class VecDexServicer(pb_grpc.VecDexServicer):
                         "ALREADY_EXISTS", f"ids[{i}] {k!r} already exists (add_only is set)"
                     )
         write = col.add if request.add_only else col.upsert
-        await self.run(write, ids, vectors, payloads, texts=texts)
+        await self._write(write, ids, vectors, payloads, texts=texts)
         return pb.UpsertResponse(count=n)
 
-    @_rpc
+    @rpc
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteResponse:
         ids = self._ids(request.ids)
         col = await self._collection(request.collection)
-        return pb.DeleteResponse(deleted=await self.run(col.delete, ids))
+        return pb.DeleteResponse(deleted=await self._write(col.delete, ids))
 
     # ---- reads -----------------------------------------------------------------------------
-    @_rpc
+    @rpc
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
@@ -459,113 +280,14 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             record_message(rec, key, out.records.add())
         return out
 
-    @_rpc
-    async def Search(
-        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SearchResponse:
-        k = self._k(request.k)
-        mode, options = self._search_options(request)
-        text = self._text(request.text, "text") if request.HasField("text") else None
-        kind: str | None = None
-        value: Any = None
-        if request.HasField("query"):
-            kind, value = parse_query(
-                request.query, "query", self.limits.max_text_chars, self.limits.max_query_vectors
-            )
-        elif text is None:
-            raise invalid("query is missing")
-        col = await self._collection(request.collection)
-        if kind is not None:
-            value = self._check_query(col, kind, value, "query", mode)
-        elif mode == "lexical":  # the text alone: the same search as a text query, batchable
-            kind, value, text = TEXT, text, None
-        where = optional_struct(request, "where")
-        params = self._params(request)
-        partial = self._partial(col, request)
-        # A partial search reports its own missing shards: it is answered on its own.
-        if self.batcher is not None and kind is not None and not partial:
-            # The batcher adds the mode, the fusion settings and whether a text is given.
-            key = (
-                id(col),
-                kind,
-                k,
-                json.dumps(where, sort_keys=True),
-                json.dumps(params, sort_keys=True),
-            )
-            hits = await self.batcher.search(
-                key,
-                col,
-                value,
-                k,
-                where,
-                params,
-                timeout=context.time_remaining(),
-                text=text,
-                options=options,
-            )
-        else:  # no batcher, or no query beside the text (refused by the engine in its words)
-            if text is not None:
-                options["text"] = text
-            options.update(partial)
-            hits = await run_blocking(
-                self._search_executor, col.search, value, k, where=where, **options, **params
-            )
-        out = hits_message(hits, pb.SearchResponse())
-        out.missing_shards.extend(getattr(hits, "missing_shards", ()))
-        return out
-
-    @_rpc
-    async def SearchBatch(
-        self, request: pb.SearchBatchRequest, context: grpc.aio.ServicerContext
-    ) -> pb.SearchBatchResponse:
-        k = self._k(request.k)
-        mode, options = self._search_options(request)
-        lim = self.limits
-        m = len(request.queries)
-        if m == 0 and not request.texts:
-            raise invalid("queries is empty")
-        for name, n in (("queries", m), ("texts", len(request.texts))):
-            if n > lim.max_batch_queries:
-                raise too_big(
-                    f"{name} has {n} entries, over the server limit of "
-                    f"{lim.max_batch_queries}; split the call"
-                )
-        if request.texts:
-            options["texts"] = [self._text(t, f"texts[{i}]") for i, t in enumerate(request.texts)]
-        parsed = [
-            parse_query(q, f"queries[{i}]", lim.max_text_chars, lim.max_query_vectors)
-            for i, q in enumerate(request.queries)
-        ]
-        kind = parsed[0][0] if parsed else None
-        for i, (kind_i, _) in enumerate(parsed):
-            if kind_i != kind:
-                raise invalid(f"queries[{i}] is a {kind_i} query, queries[0] a {kind} query")
-        col = await self._collection(request.collection)
-        values = [
-            self._check_query(col, kind_i, v, f"queries[{i}]", mode)
-            for i, (kind_i, v) in enumerate(parsed)
-        ]
-        # No queries (texts alone): the engine runs a lexical search, or says what is missing.
-        queries: Any = None if not values else np.stack(values) if kind == VECTOR else values
-        where = optional_struct(request, "where")
-        params = self._params(request)
-        options.update(self._partial(col, request))
-        result = await run_blocking(
-            self._search_executor, col.search_batch, queries, k, where=where, **options, **params
-        )
-        out = pb.SearchBatchResponse(missing_shards=result.missing_shards)
-        for i in range(len(result)):
-            hits_message(result[i], out.results.add())
-        return out
-
-    @_rpc
+    @rpc
     async def SetFusion(
         self, request: pb.SetFusionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Fusion:
         col = await self._collection(request.collection)
         return fusion_message(await self.run(col.set_fusion, **fusion_args(request)))
 
-    @_rpc
+    @rpc
     async def Stats(
         self, request: pb.StatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatsResponse:
@@ -576,6 +298,8 @@ class VecDexServicer(pb_grpc.VecDexServicer):
             uptime_seconds=time.monotonic() - c.started,
             cpu_seconds=time.process_time(),
             in_flight=max(0, c.in_flight - 1),  # not counting this call
+            stream_queries=c.stream_queries,
+            inline_searches=c.inline_searches,
         )
         b = self.batcher
         if b is not None:

@@ -222,7 +222,7 @@ class GetResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "k", "where", "params", "mode", "text", "fusion", "weight", "rrf_k", "depth", "partial")
+    __slots__ = ("collection", "query", "k", "where", "params", "mode", "text", "fusion", "weight", "rrf_k", "depth", "partial", "omit_payloads")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +235,7 @@ class SearchRequest(_message.Message):
     RRF_K_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: Query
     k: int
@@ -247,7 +248,8 @@ class SearchRequest(_message.Message):
     rrf_k: float
     depth: int
     partial: bool
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., text: _Optional[str] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
+    omit_payloads: bool
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., text: _Optional[str] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ..., partial: _Optional[bool] = ..., omit_payloads: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "score", "payload")
@@ -268,7 +270,7 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., missing_shards: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SearchBatchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "where", "params", "mode", "texts", "fusion", "weight", "rrf_k", "depth", "partial")
+    __slots__ = ("collection", "queries", "k", "where", "params", "mode", "texts", "fusion", "weight", "rrf_k", "depth", "partial", "omit_payloads")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -281,6 +283,7 @@ class SearchBatchRequest(_message.Message):
     RRF_K_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     k: int
@@ -293,7 +296,8 @@ class SearchBatchRequest(_message.Message):
     rrf_k: float
     depth: int
     partial: bool
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ..., partial: _Optional[bool] = ...) -> None: ...
+    omit_payloads: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., k: _Optional[int] = ..., where: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., mode: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., weight: _Optional[float] = ..., rrf_k: _Optional[float] = ..., depth: _Optional[int] = ..., partial: _Optional[bool] = ..., omit_payloads: _Optional[bool] = ...) -> None: ...
 
 class SearchBatchResponse(_message.Message):
     __slots__ = ("results", "missing_shards")
@@ -302,6 +306,26 @@ class SearchBatchResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[SearchResponse]
     missing_shards: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, results: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ..., missing_shards: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StreamSearchRequest(_message.Message):
+    __slots__ = ("tag", "search")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    search: SearchRequest
+    def __init__(self, tag: _Optional[int] = ..., search: _Optional[_Union[SearchRequest, _Mapping]] = ...) -> None: ...
+
+class StreamSearchResponse(_message.Message):
+    __slots__ = ("tag", "result", "code", "message")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    tag: int
+    result: SearchResponse
+    code: int
+    message: str
+    def __init__(self, tag: _Optional[int] = ..., result: _Optional[_Union[SearchResponse, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class SetFusionRequest(_message.Message):
     __slots__ = ("collection", "fusion", "weight", "rrf_k", "depth")
@@ -322,7 +346,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("search_requests", "search_batches", "mean_batch_size", "max_batch_size_seen", "cancelled", "deadline_exceeded", "rpcs", "errors", "max_batch", "max_wait_ms", "uptime_seconds", "in_flight", "cpu_seconds")
+    __slots__ = ("search_requests", "search_batches", "mean_batch_size", "max_batch_size_seen", "cancelled", "deadline_exceeded", "rpcs", "errors", "max_batch", "max_wait_ms", "uptime_seconds", "in_flight", "cpu_seconds", "stream_queries", "inline_searches")
     class RpcsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +374,8 @@ class StatsResponse(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    INLINE_SEARCHES_FIELD_NUMBER: _ClassVar[int]
     search_requests: int
     search_batches: int
     mean_batch_size: float
@@ -363,4 +389,6 @@ class StatsResponse(_message.Message):
     uptime_seconds: float
     in_flight: int
     cpu_seconds: float
-    def __init__(self, search_requests: _Optional[int] = ..., search_batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., max_batch_size_seen: _Optional[int] = ..., cancelled: _Optional[int] = ..., deadline_exceeded: _Optional[int] = ..., rpcs: _Optional[_Mapping[str, int]] = ..., errors: _Optional[_Mapping[str, int]] = ..., max_batch: _Optional[int] = ..., max_wait_ms: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., cpu_seconds: _Optional[float] = ...) -> None: ...
+    stream_queries: int
+    inline_searches: int
+    def __init__(self, search_requests: _Optional[int] = ..., search_batches: _Optional[int] = ..., mean_batch_size: _Optional[float] = ..., max_batch_size_seen: _Optional[int] = ..., cancelled: _Optional[int] = ..., deadline_exceeded: _Optional[int] = ..., rpcs: _Optional[_Mapping[str, int]] = ..., errors: _Optional[_Mapping[str, int]] = ..., max_batch: _Optional[int] = ..., max_wait_ms: _Optional[float] = ..., uptime_seconds: _Optional[float] = ..., in_flight: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., stream_queries: _Optional[int] = ..., inline_searches: _Optional[int] = ...) -> None: ...
