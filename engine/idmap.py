@@ -85,10 +85,14 @@ class IdMap:
         """The id stored under ``label`` (live, or dead since the last compaction)."""
         return self._bytes(label).decode()
 
-    def ids(self, labels: np.ndarray) -> list[str]:
+    def ids(self, labels: np.ndarray | list[int]) -> list[str]:
         """The ids of ``labels`` (live ones), in order."""
-        buf, off = self._buf, self._off
-        return [buf[off[x] : off[x + 1]].tobytes().decode() for x in labels.tolist()]
+        lab = np.asarray(labels, dtype=np.int64)
+        starts = self._off[lab].tolist()
+        ends = self._off[lab + 1].tolist()
+        # One memoryview, sliced and decoded per id: no numpy scalar or array per id.
+        view = self._buf.data
+        return [str(view[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)]
 
     def __iter__(self) -> Iterator[str]:
         """The live ids, in label order."""
