@@ -87,12 +87,12 @@ class IdMap:
 
     def ids(self, labels: np.ndarray | list[int]) -> list[str]:
         """The ids of ``labels`` (live ones), in order."""
-        lab = np.asarray(labels, dtype=np.int64)
-        starts = self._off[lab].tolist()
-        ends = self._off[lab + 1].tolist()
-        # One memoryview, sliced and decoded per id: no numpy scalar or array per id.
-        view = self._buf.data
-        return [str(view[a:b], "utf-8") for a, b in zip(starts, ends, strict=True)]
+        if isinstance(labels, np.ndarray):
+            labels = labels.tolist()
+        # Memoryviews give Python ints and byte slices without a numpy scalar or array per id
+        # (a search's k ids in ~2 us instead of ~8).
+        off, buf = self._off.data, self._buf.data
+        return [str(buf[off[x] : off[x + 1]], "utf-8") for x in labels]
 
     def __iter__(self) -> Iterator[str]:
         """The live ids, in label order."""
