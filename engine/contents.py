@@ -176,7 +176,10 @@ class Contents:
         """(scores, labels) (m, k) -> ids, and the payloads copied when read (``SearchResult``)."""
         ids = np.full(labels.shape, None, dtype=object)
         found = labels >= 0
-        ids[found] = self.ids.ids(labels[found])
+        if found.all():
+            ids.reshape(-1)[:] = self.ids.ids(labels.reshape(-1))  # the str objects, no copies
+        else:
+            ids[found] = self.ids.ids(labels[found])
         by_label = self.payloads.by_label
         if not by_label:
             return SearchResult._of(ids, scores, None)

@@ -240,3 +240,20 @@ def test_concurrent_searches_at_several_ef_and_writes_stay_exact(tmp_path) -> No
     assert not errors, errors[0]
     for ef in (8, 32, 128):
         _check_congruent(c, q, k=5, ef=ef)
+
+
+@pytest.mark.parametrize("prefix", ["id", "ïd-é"])  # ASCII ids, and ids of multi-byte UTF-8
+def test_batch_ids_decoded_in_bulk_match_one_by_one(tmp_path, prefix) -> None:
+    eng = Engine(tmp_path / "e")
+    c = eng.create_collection("c", dim=DIM, index="flat")
+    _, x, _ = _data()
+    ids = [f"{prefix}{i}" for i in range(N)]
+    c.add(ids, x)
+    c.delete(ids[:7])
+    q = _queries(40)  # 40 x 12 hits: past the bulk decoding threshold
+    res = c.search_batch(q, k=12)
+    for i in range(q.shape[0]):
+        assert list(res.ids[i]) == [h.id for h in c.search(q[i], k=12)]
+    assert {type(d) for d in res.ids.reshape(-1)} == {str}
+    few = c.search_batch(q[:1], k=N)  # fewer than k live: padded with None
+    assert sum(d is not None for d in few.ids[0]) == N - 7
