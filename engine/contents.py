@@ -154,6 +154,8 @@ class Contents:
         and a checked k; single vectors were checked by the store, so the index skips that."""
         allowed = self.allowed(where)
         if self.items.checks_queries:
+            if q.ndim == 1:  # one query (``items.query``)
+                q = q.reshape(1, -1)
             return self.index.search_checked(q, q.shape[0], k, allowed, params)
         return self.index.search(q, k, allowed=allowed, **params)
 

@@ -162,7 +162,8 @@ class VectorStore(ItemStore):
             raise ValueError(
                 f"search takes one vector of shape ({self.dim},), got {q.shape}; use search_batch"
             )
-        return check_vectors(q, self.dim, "queries")  # (1, dim), checked once for the search
+        x = check_vectors(q, self.dim, "queries")  # checked once for the search
+        return x if hybrid else x[0]
 
     def queries(self, q: Any) -> Any:
         return check_vectors(q, self.dim, "queries")
