@@ -10,9 +10,9 @@ goes; writers are exclusive. A plain ``threading.Lock`` around every query (what
 serialised all searches although the library releases the GIL for them.
 
 Python's ``threading`` has no shared lock; this one is small: two short critical sections per
-search on an uncontended ``Lock``, and a ``Condition`` only for those that must wait. Once anyone
-waits, newcomers queue too, so a stream of searches at one ef starves neither writers nor a
-search at another ef.
+search on an uncontended ``Lock``, and a ``Condition`` only for those that must wait. While a
+writer or a search at another ef waits, new searches at the current ef queue behind it, so a
+stream of searches at one ef starves neither.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class EfGate:
         ...     g.add_items(x, labels)
     """
 
-    __slots__ = ("_mu", "_cond", "_readers", "_writer", "_waiting", "_epoch", "_set_ef", "ef")
+    __slots__ = ("_mu", "_cond", "_readers", "_writer", "_waiting", "_pending", "_set_ef", "ef")
 
     def __init__(self, set_ef: Callable[[int], Any], ef: int) -> None:
         self._mu = threading.Lock()
@@ -45,7 +45,9 @@ class EfGate:
         self._readers = 0
         self._writer = False
         self._waiting = 0
-        self._epoch = 0  # counts drains (no search left) and writer exits
+        # Writers and ef changes waiting: while any waits, no new search at the old ef starts,
+        # so a stream of searches at one ef starves neither.
+        self._pending = 0
         self._set_ef = set_ef
         self.ef = ef
 
@@ -57,40 +59,34 @@ class EfGate:
     def enter(self, ef: int | None) -> None:
         """Starts a search at ``ef`` (None: any ef, e.g. reading stored vectors)."""
         with self._mu:
-            if (
-                not self._writer
-                and not self._waiting
-                and (not self._readers or ef is None or ef == self.ef)
-            ):
-                self._admit(ef)
-                return
-            # Queue: behind a writer, behind searches at another ef, or (when others wait
-            # already) until the searches running now have drained.
+            switching = False  # waiting to change ef: queued like a writer
             self._waiting += 1
-            epoch = self._epoch
             try:
-                while self._writer or (
-                    self._readers and (epoch == self._epoch or (ef is not None and ef != self.ef))
-                ):
+                while True:
+                    free = not self._writer and (switching or not self._pending)
+                    if free and (not self._readers or ef is None or ef == self.ef):
+                        break
+                    if not switching and ef is not None and ef != self.ef:
+                        switching = True
+                        self._pending += 1  # searches at the old ef now queue behind it
                     self._cond.wait()
             finally:
                 self._waiting -= 1
-            self._admit(ef)
-
-    def _admit(self, ef: int | None) -> None:
-        if ef is not None and ef != self.ef:
-            self._set_ef(ef)  # no search runs now: safe to change
-            self.ef = ef
-        self._readers += 1
+                if switching:
+                    self._pending -= 1
+            if ef is not None and ef != self.ef:
+                self._set_ef(ef)  # no search runs now: safe to change
+                self.ef = ef
+            self._readers += 1
+            if switching and self._waiting:
+                self._cond.notify_all()  # others at this ef may join
 
     def leave(self) -> None:
         """Ends a search started with ``enter``."""
         with self._mu:
             self._readers -= 1
-            if not self._readers:
-                self._epoch += 1
-                if self._waiting:
-                    self._cond.notify_all()
+            if not self._readers and self._waiting:
+                self._cond.notify_all()
 
     def exclusive(self) -> _Exclusive:
         """``with gate.exclusive():`` no search or other writer runs meanwhile."""
@@ -98,19 +94,19 @@ class EfGate:
 
     def _acquire(self) -> None:
         with self._mu:
-            if self._writer or self._readers or self._waiting:
-                self._waiting += 1
-                try:
-                    while self._writer or self._readers:
-                        self._cond.wait()
-                finally:
-                    self._waiting -= 1
+            self._waiting += 1
+            self._pending += 1  # new searches queue behind a waiting writer
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+                self._pending -= 1
             self._writer = True
 
     def _release(self) -> None:
         with self._mu:
             self._writer = False
-            self._epoch += 1
             if self._waiting:
                 self._cond.notify_all()
 
