@@ -11,8 +11,8 @@ from typing import Any
 from .common import machine_info
 
 RECALL_FLOOR = 0.95
-TARGET_HNSW_BATCH = 0.9  # vecdex HNSW batch QPS / raw hnswlib, same ef
-TARGET_HNSW_OVERHEAD_US = 30.0  # vecdex single-query latency - raw hnswlib, same ef
+TARGET_HNSW_BATCH = 0.95  # vecdex HNSW batch QPS / raw hnswlib, same ef, every ef (issue 16)
+TARGET_HNSW_OVERHEAD_US = 30.0  # vecdex single-query latency - raw hnswlib, same ef (<=)
 TARGET_FLAT = 0.8  # vecdex Flat batch QPS / faiss IndexFlatIP
 VECDEX_PREFIX = "vecdex-"
 
@@ -179,9 +179,10 @@ def targets(results: dict[str, dict], h2h: dict | None, k: int) -> list[dict[str
             _target(
                 f"hnsw_single_{key}",
                 f"vecdex Collection.search latency - raw hnswlib knn_query latency ({who}), one "
-                f"query at a time, same ef; median over ef (target < {TARGET_HNSW_OVERHEAD_US} us)",
+                "query at a time, same ef; median over ef "
+                f"(target <= {TARGET_HNSW_OVERHEAD_US} us)",
                 med,
-                None if med is None else med < TARGET_HNSW_OVERHEAD_US,
+                None if med is None else med <= TARGET_HNSW_OVERHEAD_US,
                 per_ef=per,
                 source=src,
                 **extra,

@@ -147,20 +147,44 @@ class Contents:
             return None
         return self.payloads.matching(where, self.items.live_labels)
 
+    def search(
+        self, q: Any, k: int, where: dict[str, Any] | None, params: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The index's (scores, labels) for queries from ``items.query`` / ``items.queries``
+        and a checked k; single vectors were checked by the store, so the index skips that."""
+        allowed = self.allowed(where)
+        if self.items.checks_queries:
+            if q.ndim == 1:  # one query (``items.query``)
+                q = q.reshape(1, -1)
+            return self.index.search_checked(q, q.shape[0], k, allowed, params)
+        return self.index.search(q, k, allowed=allowed, **params)
+
     def hits(self, scores: np.ndarray, labels: np.ndarray) -> list[Hit]:
-        """One query's (scores, labels) row -> hits."""
-        id_of, payload = self.ids.id, self.payloads.by_label.get
+        """One query's (scores, labels) row -> hits (payloads copied when read: ``Hit``)."""
+        labs = labels.tolist()
+        if labs and labs[-1] < 0:  # padding (-1) comes last
+            labs = [lab for lab in labs if lab >= 0]
+        ids = self.ids.ids(labs)
+        stored = self.payloads.by_label
+        if not stored:  # no item has a payload: nothing to look up
+            return [Hit(i, s) for i, s in zip(ids, scores.tolist(), strict=False)]
+        get = stored.get
         return [
-            Hit(id_of(lab), s, dict(payload(lab, ())))
-            for s, lab in zip(scores.tolist(), labels.tolist(), strict=True)
-            if lab >= 0
+            Hit(i, s, _stored=get(lab))
+            for i, s, lab in zip(ids, scores.tolist(), labs, strict=False)
         ]
 
     def result(self, scores: np.ndarray, labels: np.ndarray) -> SearchResult:
-        """(scores, labels) (m, k) -> ids and payloads."""
+        """(scores, labels) (m, k) -> ids, and the payloads copied when read (``SearchResult``)."""
         ids = np.full(labels.shape, None, dtype=object)
         found = labels >= 0
-        ids[found] = self.ids.ids(labels[found])
-        get = self.payloads.get
-        payloads = [[dict(get(lab)) for lab in row if lab >= 0] for row in labels.tolist()]
-        return SearchResult(ids, scores, payloads)
+        if found.all():
+            ids.reshape(-1)[:] = self.ids.ids(labels.reshape(-1))  # the str objects, no copies
+        else:
+            ids[found] = self.ids.ids(labels[found])
+        by_label = self.payloads.by_label
+        if not by_label:
+            return SearchResult._of(ids, scores, None)
+        get = by_label.get
+        stored = [[get(lab) for lab in row if lab >= 0] for row in labels.tolist()]
+        return SearchResult._of(ids, scores, stored)

@@ -32,6 +32,7 @@ _MIN_CAPACITY = 1024
 _MIN_RECENT = 4096
 _HASH_CHUNK = 65536  # ids turned into Python strings at once when a checkpoint is installed
 _BULK_LOOKUP = 64  # ``labels`` of at least this many keys searches the base vectorised
+_BULK_IDS = 256  # labels beyond which ``ids`` decodes their bytes in one go
 
 
 class IdMap:
@@ -96,10 +97,30 @@ class IdMap:
         """The id stored under ``label`` (live, or dead since the last compaction)."""
         return self._bytes(label).decode()
 
-    def ids(self, labels: np.ndarray) -> list[str]:
+    def ids(self, labels: np.ndarray | list[int]) -> list[str]:
         """The ids of ``labels`` (live ones), in order."""
-        buf, off = self._buf, self._off
-        return [buf[off[x] : off[x + 1]].tobytes().decode() for x in labels.tolist()]
+        if isinstance(labels, np.ndarray):
+            if labels.size > _BULK_IDS:
+                return self._ids_bulk(labels)
+            labels = labels.tolist()
+        # Memoryviews give Python ints and byte slices without a numpy scalar or array per id
+        # (a search's k ids in ~2 us instead of ~8).
+        off, buf = self._off.data, self._buf.data
+        return [str(buf[off[x] : off[x + 1]], "utf-8") for x in labels]
+
+    def _ids_bulk(self, labels: np.ndarray) -> list[str]:
+        """``ids`` for many labels (a batch search's m x k): their bytes gathered by numpy and
+        decoded at once, then cut by Python string slicing, which is cheaper per id than a
+        decode each. Byte offsets are character offsets only for ASCII; otherwise per id."""
+        starts = self._off[labels]
+        lens = self._off[labels + 1] - starts
+        raw = self._buf[ragged_arange(starts, lens)].tobytes()
+        text = raw.decode()
+        ends = np.cumsum(lens)
+        cuts = zip((ends - lens).tolist(), ends.tolist(), strict=True)
+        if len(text) != len(raw):  # some id is not ASCII
+            return [raw[a:b].decode() for a, b in cuts]
+        return [text[a:b] for a, b in cuts]
 
     def __iter__(self) -> Iterator[str]:
         """The live ids, in label order."""

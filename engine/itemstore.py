@@ -36,6 +36,9 @@ class ItemStore(ABC):
 
     multi_vector: ClassVar[bool]
     component: ClassVar[str]  # what ``describe()["memory"]`` calls the items
+    # Whether ``query`` / ``queries`` return queries that the index's own check would pass
+    # unchanged, so the search skips it (``Index.search_checked``).
+    checks_queries: ClassVar[bool] = False
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -118,6 +121,7 @@ class VectorStore(ItemStore):
 
     multi_vector = False
     component = "vectors"
+    checks_queries = True
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
@@ -158,7 +162,8 @@ class VectorStore(ItemStore):
             raise ValueError(
                 f"search takes one vector of shape ({self.dim},), got {q.shape}; use search_batch"
             )
-        return check_vectors(q, self.dim, "queries") if hybrid else q
+        x = check_vectors(q, self.dim, "queries")  # checked once for the search
+        return x if hybrid else x[0]
 
     def queries(self, q: Any) -> Any:
         return check_vectors(q, self.dim, "queries")

@@ -55,7 +55,10 @@ class RWLock:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Readers take the Condition's plain lock directly (a C-level ``with``), not the
+        # Condition's Python-level ``__enter__``: a search's read lock is on its hot path.
+        self._state = threading.Lock()
+        self._cond = threading.Condition(self._state)
         self._mutex = threading.RLock()  # writers and quiescers, one thread at a time
         self._readers = 0
         self._writer: int | None = None
@@ -90,7 +93,7 @@ class RWLock:
         if self._writer == threading.get_ident():
             local.depth, local.counted = 1, False  # the writer reading its own state
             return
-        with self._cond:
+        with self._state:
             while self._writer is not None or self._waiting:
                 self._cond.wait()
             self._readers += 1
@@ -101,9 +104,9 @@ class RWLock:
         local.depth -= 1
         if local.depth or not local.counted:
             return
-        with self._cond:
+        with self._state:
             self._readers -= 1
-            if not self._readers:
+            if not self._readers and self._waiting:
                 self._cond.notify_all()
 
     def _acquire_write(self) -> None:

@@ -87,7 +87,14 @@ class SearchMixin:
         if mode != "dense":
             mode = check_mode(mode)  # "DENSE", " dense" are dense too
         # Anything beyond a plain dense query takes the modes path (which refuses what is wrong).
-        if mode != "dense" or text is not None or _given(fusion, weight, rrf_k, depth):
+        if (
+            mode != "dense"
+            or text is not None
+            or fusion is not None
+            or weight is not None
+            or rrf_k is not None
+            or depth is not None
+        ):
             res = self._search_modes(
                 vector,
                 [text] if text is not None else None,
@@ -99,12 +106,13 @@ class SearchMixin:
                 params=params,
             )
             return res[0]
+        # The lean path: the query is checked once here (the index skips its own check), no
+        # payload is copied until a hit's payload is read, and the read lock is shared.
         q = self._contents.items.query(self._query_vectors(vector, batch=False))
         k = check_k(k)
         with self._lock.read():
             contents = self._contents
-            allowed = contents.allowed(where)
-            scores, labels = contents.index.search(q, k, allowed=allowed, **params)
+            scores, labels = contents.search(q, k, where, params)
             return contents.hits(scores[0], labels[0])
 
     def search_batch(
@@ -142,8 +150,7 @@ class SearchMixin:
         k = check_k(k)
         with self._lock.read():
             contents = self._contents
-            allowed = contents.allowed(where)
-            scores, labels = contents.index.search(q, k, allowed=allowed, **params)
+            scores, labels = contents.search(q, k, where, params)
             return contents.result(scores, labels)
 
     def _search_modes(

@@ -188,9 +188,16 @@ class BaseIndex(ABC, Generic[Batch]):
             ValueError: bad queries, k <= 0, unknown search parameters.
         """
         batch, m = self._check_batch(queries, "queries")
+        return self.search_checked(batch, m, check_k(k), allowed, params)
+
+    def search_checked(
+        self, batch: Batch, m: int, k: int, allowed: Any, params: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` for ``m`` queries that passed the family's query check already (a
+        collection's item store checks each query once) and a checked ``k``: prepares them for
+        the metric, checks the parameter names and the filter, and searches."""
         q = self._prepare_batch(batch)
-        k = check_k(k)
-        unknown = params.keys() - set(self.search_keys) if params else ()
+        unknown = [p for p in params if p not in self.search_keys] if params else ()
         if unknown:
             raise ValueError(
                 f"unknown {self.kind} search parameter(s) {sorted(unknown)}; "

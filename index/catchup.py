@@ -248,6 +248,13 @@ class CatchUpIndex(Index):
             return found
         return merge_unique([found, waiting], k)
 
+    def search_checked(
+        self, batch: Any, m: int, k: int, allowed: Any, params: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The lean path's entry (``Index.search_checked``): the same merge as ``search`` (the
+        query is checked again, only while catching up)."""
+        return self.search(batch, k, allowed=allowed, **params)
+
     def _search_waiting(
         self, q: np.ndarray, k: int, allowed: np.ndarray | None, start: int
     ) -> tuple[np.ndarray, np.ndarray] | None:

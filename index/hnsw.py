@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from . import memory, storage
 from .base import Index
+from .efgate import EfGate
 from .hnsw_format import check_hnsw_file
 from .labelmap import LabelSet
 from .metric import Metric
@@ -48,8 +48,9 @@ class HNSWIndex(Index):
         self._deleted = 0
         # Removed labels that may still name their deleted slot in the graph (see ``_add``).
         self._ghosts: set[int] = set()
-        self._lock = threading.Lock()  # hnswlib must not add while searching
         self._g = self._new_graph(_INITIAL_CAPACITY)
+        # Searches at one ef share the graph; writes (and ef changes) have it alone.
+        self._gate = EfGate(self._g.set_ef, self.params["ef"])
 
     def _new_graph(self, capacity: int) -> hnswlib.Index:
         g = hnswlib.Index(space=_SPACE[self.metric], dim=self.dim)
@@ -73,10 +74,14 @@ class HNSWIndex(Index):
         return self._live.array()
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
-        return np.asarray(self._g.get_items(labels, return_type="numpy"), dtype=np.float32)
+        self._gate.enter(None)
+        try:
+            return np.asarray(self._g.get_items(labels, return_type="numpy"), dtype=np.float32)
+        finally:
+            self._gate.leave()
 
     def reserve(self, n: int) -> None:
-        with self._lock:
+        with self._gate.exclusive():
             if n > self._g.get_max_elements():
                 self._g.resize_index(int(n))
 
@@ -85,18 +90,21 @@ class HNSWIndex(Index):
         level-0 links and label, plus upper-level links; deleted elements included), plus the
         bookkeeping it allocates per slot of the capacity and per element (``_SLOT_BYTES``,
         ``_ELEMENT_BYTES``); labels: the live and removed label sets (Python ints)."""
-        with self._lock:
+        self._gate.enter(None)  # reads sizes only
+        try:
             g = self._g
             graph = (
                 g.index_file_size()
                 + g.get_max_elements() * _SLOT_BYTES
                 + g.element_count * _ELEMENT_BYTES
             )
+        finally:
+            self._gate.leave()
         labels = self._live.ram_bytes() + memory.int_container_ram(self._ghosts)
         return {"graph": graph, "labels": labels}
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
-        with self._lock:
+        with self._gate.exclusive():
             x, rest = self._revive(x, labels)
             # Fresh slots are needed for what the deleted ones cannot absorb.
             need = self._g.element_count + max(0, x.shape[0] - self._deleted)
@@ -116,7 +124,7 @@ class HNSWIndex(Index):
         """Grows the graph now so that ``n`` more vectors go in without a resize (the hook of
         ``index.catchup``, which adds while searches run: a resize moves the graph's memory, so
         only a caller that holds searches off may cause one)."""
-        with self._lock:
+        with self._gate.exclusive():
             need = self._g.element_count + max(0, int(n) - self._deleted)
             if need > self._g.get_max_elements():
                 self._g.resize_index(max(need, 2 * self._g.get_max_elements()))
@@ -152,7 +160,7 @@ class HNSWIndex(Index):
         return set(stored[~self._live.contains(stored)].tolist())
 
     def _remove(self, labels: np.ndarray) -> None:
-        with self._lock:
+        with self._gate.exclusive():
             for lab in labels.tolist():
                 self._g.mark_deleted(lab)
                 self._ghosts.add(lab)
@@ -170,18 +178,20 @@ class HNSWIndex(Index):
         m = q.shape[0]
         pool = len(self) if allowed is None else allowed.size
         kk = min(k, pool)
-        ef = max(int(params.get("ef", self.params["ef"])), kk)
+        ef = max(int(params["ef"]) if "ef" in params else self.params["ef"], kk)
         filt = None
         if allowed is not None:
             filt = set(allowed.tolist()).__contains__
-        threads = 1 if m == 1 else -1
-        with self._lock:
-            self._g.set_ef(ef)
-            try:
-                lab, dist = self._g.knn_query(q, k=kk, num_threads=threads, filter=filt)
-            except RuntimeError:
-                # The graph walk found fewer than kk results (sparse filter or heavy deletions).
-                lab = None
+        gate = self._gate
+        gate.enter(ef)
+        try:
+            # One query on the calling thread: hnswlib would start no thread for it anyway.
+            lab, dist = self._g.knn_query(q, k=kk, num_threads=1 if m == 1 else -1, filter=filt)
+        except RuntimeError:
+            # The graph walk found fewer than kk results (sparse filter or heavy deletions).
+            lab = None
+        finally:
+            gate.leave()
         if lab is None:
             subset = allowed if allowed is not None else self.labels()
             return self.search_subset(q, k, subset)
@@ -195,8 +205,11 @@ class HNSWIndex(Index):
 
     def _save_files(self, directory: Path) -> list[str]:
         tmp = directory / ".graph.bin.tmp"
-        with self._lock:
+        self._gate.enter(None)  # saving reads the graph: searches may go on
+        try:
             self._g.save_index(str(tmp))
+        finally:
+            self._gate.leave()
         storage.fsync_file(tmp)
         os.replace(tmp, directory / "graph.bin")
         storage.save_npy(directory / "labels.npy", self.labels())
@@ -223,6 +236,7 @@ class HNSWIndex(Index):
         if not np.isin(labels, stored).all():
             raise storage.CorruptFileError(path, "live labels missing from the graph")
         self._g = g
+        self._gate.rebind(g.set_ef, self.params["ef"])
         self._live = LabelSet()
         self._live.add(labels)
         self._deleted = count - len(self._live)
