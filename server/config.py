@@ -39,8 +39,9 @@ class ServerConfig:
         search_concurrency: batches (or unbatched searches) running at once.
         inline_max_ms: a plain dense search of an HNSW collection whose recent engine time is
             under this runs on the event loop, without the thread hop and the batcher (each
-            query walks the graph alone: merging buys nothing); 0 sends every search to the
-            search threads.
+            query walks the graph alone: merging buys nothing); 0 (the default) sends every
+            search to the search threads: on 2 quiet cores inline searches lost 4-16% QPS at 32
+            clients and gained nothing at one (bench/results/server_load.json).
         workers: threads running blocking engine calls.
         grace_s: how long shutdown waits for in-flight calls before cancelling them.
         limits: request limits.
@@ -56,7 +57,7 @@ class ServerConfig:
     max_batch: int = 64
     max_wait_ms: float = 0.0
     search_concurrency: int = 2
-    inline_max_ms: float = 1.0
+    inline_max_ms: float = 0.0
     workers: int = 8
     grace_s: float = 10.0
     limits: Limits = field(default_factory=Limits)

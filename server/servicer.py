@@ -55,7 +55,7 @@ class VecDexServicer(SearchRpcs, pb_grpc.VecDexServicer):
         search_executor: where searches run (its size bounds how many run at once); by default
             ``executor``.
         inline_max_ms: cheap graph searches run on the event loop (see ``search.Inline``);
-            0 never.
+            0 (the default) never.
     """
 
     def __init__(
@@ -65,7 +65,7 @@ class VecDexServicer(SearchRpcs, pb_grpc.VecDexServicer):
         limits: Limits,
         batcher: MicroBatcher | None,
         search_executor: Executor | None = None,
-        inline_max_ms: float = 1.0,
+        inline_max_ms: float = 0.0,
     ) -> None:
         self.engine = engine
         self.limits = limits
