@@ -561,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-wait-ms", type=float, default=0.0, help="batching window (0: none)")
     s.add_argument("--search-concurrency", type=int, default=2, help="searches run at once")
     s.add_argument("--workers", type=int, default=8, help="threads for engine calls")
-    s.add_argument("--inline-max-ms", type=float, default=0.0, help="lone HNSW searches under: inline")
+    s.add_argument("--inline-max-ms", type=float, default=0.0, help="inline HNSW below")
     s.add_argument("--grace", type=float, default=10.0, help="shutdown drain, seconds")
     s.add_argument("--max-message-mb", type=int, default=64, help="largest message")
     s.add_argument("--max-k", type=int, default=1000, help="largest k")
