@@ -40,8 +40,8 @@ class ServerConfig:
         inline_max_ms: a plain dense search of an HNSW collection whose recent engine time is
             under this runs on the event loop, without the thread hop and the batcher (each
             query walks the graph alone: merging buys nothing); 0 (the default) sends every
-            search to the search threads: on 2 quiet cores inline searches lost 4-16% QPS at 32
-            clients and gained nothing at one (bench/results/server_load.json).
+            search to the search threads: in two quiet runs of bench/server_load on 2 cores,
+            whichever variant ran second won, by up to 30%, so no gain is shown.
         workers: threads running blocking engine calls.
         grace_s: how long shutdown waits for in-flight calls before cancelling them.
         limits: request limits.
