@@ -279,3 +279,33 @@ def json_default(o: Any) -> Any:
     if isinstance(o, tuple):
         return list(o)
     raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def write_load_report(
+    name: str,
+    argv: Sequence[str] | None,
+    args: Any,
+    info: dict[str, Any],
+    summary: dict[str, Any],
+    rows: Sequence[Any],
+    drop: Sequence[str] = (),
+) -> None:
+    """``args.out`` <- one server benchmark's JSON: its command, machine, parameters (paths as
+    text, ``drop`` left out), summary and rows (dataclasses)."""
+    import dataclasses
+    import sys
+
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    for key in drop:
+        params.pop(key, None)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "benchmark": name,
+        "command": f"python -m bench.{name} " + " ".join(argv or sys.argv[1:]),
+        "machine": info,
+        "params": params,
+        "summary": summary,
+        "rows": [dataclasses.asdict(r) for r in rows],
+    }
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")

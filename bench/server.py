@@ -36,13 +36,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .common import RESULTS, ROOT, load_average, machine_info
+from .common import RESULTS, ROOT, load_average, machine_info, write_load_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -447,24 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     at = 32 if 32 in args.clients else max(args.clients)
     summary = ratios(rows, at)
     print(json.dumps(summary, indent=2))
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    for key in ("loader", "work", "plan", "keep"):
-        params.pop(key, None)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "server",
-                "command": "python -m bench.server " + " ".join(argv or sys.argv[1:]),
-                "machine": info,
-                "params": params,
-                "summary": summary,
-                "rows": [asdict(r) for r in rows],
-            },
-            indent=2,
-        )
+    write_load_report(
+        "server", argv, args, info, summary, rows, drop=("loader", "work", "plan", "keep")
     )
-    print(f"wrote {args.out}")
     return 0
 
 

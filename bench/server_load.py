@@ -36,14 +36,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import server as base
-from .common import RESULTS, ROOT
+from .common import RESULTS, ROOT, write_load_report
 
 RESULT = RESULTS / "server_load.json"
 K = 10
@@ -406,23 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     at = 32 if 32 in args.clients else max(args.clients)
     result = summary(rows, at)
     print(json.dumps(result, indent=2))
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    params.pop("keep", None)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "server_load",
-                "command": "python -m bench.server_load " + " ".join(argv or sys.argv[1:]),
-                "machine": info,
-                "params": params,
-                "summary": result,
-                "rows": [asdict(r) for r in rows],
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {args.out}")
+    write_load_report("server_load", argv, args, info, result, rows, drop=("keep",))
     if result["errors_total"]:
         print(f"FAILED: {result['errors_total']} errors", file=sys.stderr)
         return 1
