@@ -210,15 +210,7 @@ class VecDexServicer(SearchRpcs, pb_grpc.VecDexServicer):
         vectors: Any = None
         texts: list[str] | None = None
         if "texts" in given:
-            texts = list(request.texts)
-            for i, t in enumerate(texts):
-                if not t.strip():
-                    raise invalid(f"texts[{i}] is empty")
-                if len(t) > self.limits.max_text_chars:
-                    raise too_big(
-                        f"texts[{i}] has {len(t)} characters, over the limit of "
-                        f"{self.limits.max_text_chars}"
-                    )
+            texts = [self._text(t, f"texts[{i}]") for i, t in enumerate(request.texts)]
         if source == "texts":
             if col.encoder_spec is None:
                 raise invalid(f"texts: collection {col.name!r} has no encoder; send vectors")
