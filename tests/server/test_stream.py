@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
+from engine import CollectionNotFoundError
 from server import Client
 from server.pb import vecdex_pb2 as pb
 from server.pb import vecdex_pb2_grpc as pb_grpc
@@ -253,4 +254,31 @@ def test_a_cancelled_stream_leaves_the_server_serving(start_server):
         asyncio.run(asyncio.sleep(0.05))
     assert client.stats()["in_flight"] == 0
     assert col.search(x[3], k=1)[0].id == "v3"
+    client.close()
+
+
+def test_client_search_stream_answers_what_search_does(start_server):
+    srv = start_server(token="s3cret")
+    client = Client(srv.address, token="s3cret")
+    col, x = setup(client, "hnsw:M=16,ef=64")
+    queries = [x[i] + 0.01 for i in range(40)]
+    streamed = col.search_stream(queries, k=5, ef=32)
+    assert len(streamed) == len(queries)
+    for q, hits in zip(queries, streamed, strict=True):  # in the order of the queries
+        one = col.search(q, k=5, ef=32)
+        assert [h.id for h in hits] == [h.id for h in one]
+        assert [h.payload for h in hits] == [h.payload for h in one]
+    odd = col.search_stream(queries[:5], k=3, where={"odd": True})
+    assert all(h.payload["odd"] for hits in odd for h in hits)
+    bare = col.search_stream(queries[:5], k=3, omit_payloads=True)
+    assert all(h.payload == {} for hits in bare for h in hits)
+    assert [h.id for h in bare[0]] == [h.id for h in col.search(queries[0], k=3)]
+    assert col.search_stream([], k=3) == []
+    bad = [queries[0], np.zeros(DIM + 1, dtype=np.float32), queries[1]]
+    with pytest.raises(ValueError, match=r"queries\[1\]: .*dimension"):
+        col.search_stream(bad, k=3)
+    assert client.stats()["stream_queries"] >= 40
+    client.drop_collection("c")
+    with pytest.raises(CollectionNotFoundError):
+        col.search_stream(queries[:2], k=3)
     client.close()
