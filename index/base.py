@@ -40,6 +40,12 @@ def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.n
         return parts[0]
     scores = np.concatenate([p[0] for p in parts], axis=1)
     labels = np.concatenate([p[1] for p in parts], axis=1)
+    return best_k(scores, labels, k)
+
+
+def best_k(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best columns of each row of ``(scores, labels)``, best first (stable: ties keep
+    their order), padded with -inf / -1."""
     out_s, out_l = empty_result(scores.shape[0], k)
     kk = min(k, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]

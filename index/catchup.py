@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import memory
-from .base import Index, empty_result
+from .base import Index, best_k
 from .hnsw import HNSWIndex
 from .metric import Metric
 from .validate import allowed_array, check_k
@@ -57,12 +57,7 @@ def merge_unique(
         labels = labels.copy()
         scores[rows, pos] = -np.inf
         labels[rows, pos] = -1
-    out_s, out_l = empty_result(scores.shape[0], k)
-    kk = min(k, scores.shape[1])
-    best = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
-    out_s[:, :kk] = np.take_along_axis(scores, best, 1)
-    out_l[:, :kk] = np.take_along_axis(labels, best, 1)
-    return out_s, out_l
+    return best_k(scores, labels, k)
 
 
 def exact_topk(
