@@ -147,3 +147,19 @@ def _run_in_child(jobs: list[list[str]], allowed: int) -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def run_in_child() -> Callable[[list[list[str]], int], dict[str, dict]]:
     return _run_in_child
+
+
+def _craft(directory: Path, name: str, array: np.ndarray) -> None:
+    """Rewrites ``name`` in a saved index directory with valid .npy bytes and a matching checksum
+    in its ``index.json``: only the index's own validation can stop it."""
+    from index import storage
+
+    np.save(directory / name, array)
+    manifest = json.loads((directory / "index.json").read_text())
+    manifest["files"][name] = storage.file_entry(directory / name)
+    (directory / "index.json").write_text(json.dumps(manifest))
+
+
+@pytest.fixture()
+def craft() -> Callable[[Path, str, np.ndarray], None]:
+    return _craft

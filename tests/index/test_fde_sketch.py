@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import index
-from index import ChamferIndex, CorruptFileError, MuveraIndex, fde_sketch, storage
+from index import ChamferIndex, CorruptFileError, MuveraIndex, fde_sketch
 from index.fde import FDE
 
 D = 16
@@ -180,14 +180,6 @@ def saved(docs, tmp_path) -> Path:
     return tmp_path / "idx"
 
 
-def _craft(saved: Path, name: str, array: np.ndarray) -> None:
-    """Rewrites a file with valid .npy bytes and a matching checksum: only validation stops it."""
-    np.save(saved / name, array)
-    manifest = json.loads((saved / "index.json").read_text())
-    manifest["files"][name] = storage.file_entry(saved / name)
-    (saved / "index.json").write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize(
     "name, change",
     [
@@ -201,8 +193,8 @@ def _craft(saved: Path, name: str, array: np.ndarray) -> None:
         ("fde_sketch_signs.npy", lambda a: a.astype(np.float32)),
     ],
 )
-def test_wrong_sketch_arrays_are_named(saved, name, change):
-    _craft(saved, name, change(np.load(saved / name)))
+def test_wrong_sketch_arrays_are_named(saved, name, change, craft):
+    craft(saved, name, change(np.load(saved / name)))
     with pytest.raises(CorruptFileError, match=name.replace(".", r"\.")):
         index.load(saved)
 

@@ -367,16 +367,6 @@ def test_corrupted_or_truncated_files_are_named(saved, name, how):
         index.load(saved)
 
 
-def _craft(saved: Path, name: str, array: np.ndarray) -> None:
-    """Rewrites a file with valid .npy bytes and a matching checksum: only validation stops it."""
-    np.save(saved / name, array)
-    manifest = json.loads((saved / "index.json").read_text())
-    from index import storage
-
-    manifest["files"][name] = storage.file_entry(saved / name)
-    (saved / "index.json").write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize(
     "name, change",
     [
@@ -395,8 +385,8 @@ def _craft(saved: Path, name: str, array: np.ndarray) -> None:
         ("fde_final.npy", lambda a: a[:, :-1]),
     ],
 )
-def test_crafted_files_are_named(saved, name, change):
-    _craft(saved, name, change(np.load(saved / name)))
+def test_crafted_files_are_named(saved, name, change, craft):
+    craft(saved, name, change(np.load(saved / name)))
     with pytest.raises(CorruptFileError, match=name.replace(".", r"\.")):
         index.load(saved)
 

@@ -263,14 +263,6 @@ def test_damaged_code_files_are_named(saved_dirs, codec, how, tmp_path):
             index.load(d)
 
 
-def _craft(d: Path, name: str, array: np.ndarray) -> None:
-    """Valid .npy bytes and a matching checksum: only validation stops it."""
-    np.save(d / name, array)
-    manifest = json.loads((d / "index.json").read_text())
-    manifest["files"][name] = storage.file_entry(d / name)
-    (d / "index.json").write_text(json.dumps(manifest))
-
-
 @pytest.mark.parametrize(
     "codec, name, change",
     [
@@ -289,9 +281,9 @@ def _craft(d: Path, name: str, array: np.ndarray) -> None:
         ("res2", "buckets.npy", lambda a: np.r_[a, a[:1]]),
     ],
 )
-def test_crafted_code_files_are_named(saved_dirs, codec, name, change, tmp_path):
+def test_crafted_code_files_are_named(saved_dirs, codec, name, change, tmp_path, craft):
     d = _copy(saved_dirs[codec], tmp_path / "d")
-    _craft(d, name, change(np.load(d / name)))
+    craft(d, name, change(np.load(d / name)))
     with pytest.raises(CorruptFileError, match=name.replace(".", r"\.")):
         index.load(d)
 
