@@ -309,3 +309,30 @@ def write_load_report(
     }
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
+
+
+def start_serve(data: Path, *options: str, timeout: float = 300) -> tuple[Any, str]:
+    """``vecdex serve --data DATA --port 0 OPTIONS`` in a child process, without a token; waits
+    for its "serving ... on ADDRESS" line. Returns (process, address)."""
+    import os
+    import re
+    import select
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "engine.cli", "serve", "--data", str(data), "--port", "0"]
+    proc = subprocess.Popen(
+        [*cmd, *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "VECDEX_TOKEN": ""},
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    m = re.search(r"on (127\.0\.0\.1:\d+)", line)
+    if m is None:
+        proc.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return proc, m.group(1)

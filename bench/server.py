@@ -27,8 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import select
 import shutil
 import statistics
 import subprocess
@@ -42,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import RESULTS, ROOT, load_average, machine_info, write_load_report
+from .common import RESULTS, ROOT, load_average, machine_info, start_serve, write_load_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -210,20 +208,12 @@ def inprocess(data: Path, mode: str, clients: int, queries: Any, args: argparse.
 def start_server(
     data: Path, max_batch: int, max_wait_ms: float, concurrency: int
 ) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--data", str(data), "--port", "0"]
-    cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
-    cmd += ["--search-concurrency", str(concurrency)]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "VECDEX_TOKEN": ""}
+    return start_serve(
+        data,
+        *("--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)),
+        *("--search-concurrency", str(concurrency)),
+        timeout=180,
     )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 180)
-    line = proc.stdout.readline() if ready else ""
-    m = re.search(r"on (127\.0\.0\.1:\d+)", line)
-    if m is None:
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return proc, m.group(1)
 
 
 def drive(address: str, work: Path, plan: list[dict[str, Any]], args: argparse.Namespace) -> list:

@@ -28,11 +28,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
-import os
-import re
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import server as base
-from .common import RESULTS, ROOT, write_load_report
+from .common import RESULTS, start_serve, write_load_report
 
 RESULT = RESULTS / "server_load.json"
 K = 10
@@ -51,19 +47,7 @@ K = 10
 
 def start_server(data: Path, args: argparse.Namespace, *extra: str) -> tuple[Any, str]:
     """``vecdex serve`` on a free port (``extra``: more serve options); (process, address)."""
-    cmd = [sys.executable, "-m", "engine.cli", "serve", "--data", str(data), "--port", "0"]
-    cmd += ["--search-concurrency", str(args.search_concurrency), *extra]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "VECDEX_TOKEN": ""}
-    )
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 300)
-    line = proc.stdout.readline() if ready else ""
-    m = re.search(r"on (127\.0\.0\.1:\d+)", line)
-    if m is None:
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return proc, m.group(1)
+    return start_serve(data, "--search-concurrency", str(args.search_concurrency), *extra)
 
 
 @dataclass
