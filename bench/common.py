@@ -336,3 +336,15 @@ def start_serve(data: Path, *options: str, timeout: float = 300) -> tuple[Any, s
         proc.kill()
         raise RuntimeError(f"server did not start: {line!r}")
     return proc, m.group(1)
+
+
+def work_dir(given: Path | None, prefix: str) -> tuple[Path, Any]:
+    """A benchmark's working directory: ``given`` (created if missing, kept), or a new temporary
+    one. Returns (directory, the temporary directory to ``cleanup()``, or None)."""
+    import tempfile
+
+    if given is None:
+        tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        return Path(tmp.name), tmp
+    given.mkdir(parents=True, exist_ok=True)
+    return given, None

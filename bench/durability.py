@@ -22,7 +22,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import ROOT, machine_info
+from .common import ROOT, machine_info, work_dir
 
 
 @dataclass(frozen=True)
@@ -237,13 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_worker:
         log_worker(args.log_worker)
         return 0
-    tmp = None
-    if args.dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="vecdex-durability-")
-        directory = Path(tmp.name)
-    else:
-        directory = args.dir
-        directory.mkdir(parents=True, exist_ok=True)
+    directory, tmp = work_dir(args.dir, "vecdex-durability-")
     t0 = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "durability",

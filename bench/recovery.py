@@ -31,14 +31,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .common import RESULTS, ROOT, json_default, log, machine_info
+from .common import RESULTS, ROOT, json_default, log, machine_info, work_dir
 
 K = 10
 CLUSTERS = 64
@@ -286,13 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.writer:
         writer(args)
         return 0
-    tmp = None
-    if args.dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="vecdex-recovery-")
-        directory = Path(tmp.name)
-    else:
-        directory = args.dir
-        directory.mkdir(parents=True, exist_ok=True)
+    directory, tmp = work_dir(args.dir, "vecdex-recovery-")
     t0 = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "recovery",
