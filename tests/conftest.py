@@ -50,3 +50,29 @@ def tiny_st_dir(tiny_bert_dir, tmp_path_factory):
     pool = models.Pooling(dim(), "mean")
     SentenceTransformer(modules=[word, pool, models.Normalize()], device="cpu").save(str(path))
     return path
+
+
+def _end_shard(host, i: int, timeout: float = 60.0) -> None:
+    """Kills Ray shard ``i`` for good and returns once it is down: ``ray.kill`` is asynchronous,
+    so a call made right after it may still be answered by the dying actor."""
+    import time
+
+    import ray
+
+    from engine.errors import ShardUnavailableError
+
+    ray.kill(host.actor(i), no_restart=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            host.call(i, "ping").result()
+        except ShardUnavailableError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"shard {i} still answers {timeout} s after ray.kill")
+
+
+@pytest.fixture()
+def end_shard():
+    """``end_shard(host, i)``: shard i of a Ray-hosted collection killed, and down on return."""
+    return _end_shard

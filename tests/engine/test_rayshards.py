@@ -143,7 +143,7 @@ def test_shard_errors_come_back_as_themselves(eng, tmp_path):
         e.open_collection("sh")
 
 
-def test_a_shard_ended_for_good_is_missing_until_restarted(eng):
+def test_a_shard_ended_for_good_is_missing_until_restarted(eng, end_shard):
     ids, x, payloads = data()
     one = eng.create_collection("one", dim=DIM, index="flat")
     sh = eng.create_collection("sh", dim=DIM, index="flat", shards=2)
@@ -152,7 +152,7 @@ def test_a_shard_ended_for_good_is_missing_until_restarted(eng):
     q = queries()
     before = sh.search_batch(q, 10)
     host = sh._shards
-    ray.kill(host.actor(1), no_restart=True)  # down, and Ray will not bring it back
+    end_shard(host, 1)  # down, and Ray will not bring it back
     with pytest.raises(ShardUnavailableError, match="shard-001"):
         sh.search(q[0], 10)
     with pytest.raises(ShardUnavailableError, match="partial=True"):

@@ -157,8 +157,7 @@ def cluster() -> Iterator[None]:
 
 
 @pytest.mark.ray
-def test_ray_hosted_sharded_collection_served(cluster, tmp_path, start_server):
-    import ray
+def test_ray_hosted_sharded_collection_served(cluster, tmp_path, start_server, end_shard):
 
     data = corpus()
     ids, x, payloads, _ = data
@@ -173,9 +172,7 @@ def test_ray_hosted_sharded_collection_served(cluster, tmp_path, start_server):
     assert sh.hosted == "ray"
     srv = start_server(engine=eng, max_batch=8, max_wait_ms=1.0)
     with Client(srv.address) as client:
-        check_served(
-            client, one, only0, data, lambda: ray.kill(sh._shards.actor(1), no_restart=True)
-        )
+        check_served(client, one, only0, data, lambda: end_shard(sh._shards, 1))
         sh._shards.restart(1)  # back, so that the server's shutdown closes every shard
         same_result(
             client.open_collection("sh").search_batch(data[3], 10), one.search_batch(data[3], 10)
