@@ -96,13 +96,16 @@ class Pipeline:
         """Whether an earlier chunk or run wrote each key (the chunk ending at ``position``
         checks them): a shard that already took this chunk (a resumed run) does not count."""
         col = self.col
+        # Chunks in flight first, the collection second: the writer drops a chunk from
+        # ``pending`` only after writing it, so a key is seen in one or the other (the other
+        # order missed a chunk written between the two looks).
+        with self.pending_lock:
+            pending = list(self.pending.values())
         if isinstance(col, ShardedCollection):
             there: list[bool] = self._retrying(lambda: col.settled(keys, self.base + position))
         else:
             there = [k in col for k in keys]
-        with self.pending_lock:
-            pending = self.pending.values()
-            return [t or any(k in ids for ids in pending) for k, t in zip(keys, there, strict=True)]
+        return [t or any(k in ids for ids in pending) for k, t in zip(keys, there, strict=True)]
 
     def _put(self, q: queue.Queue[Any], item: Any) -> bool:
         while not self.stop.is_set():
