@@ -176,12 +176,12 @@ class Contents:
 
     def result(self, scores: np.ndarray, labels: np.ndarray) -> SearchResult:
         """(scores, labels) (m, k) -> ids, and the payloads copied when read (``SearchResult``)."""
-        ids = np.full(labels.shape, None, dtype=object)
         found = labels >= 0
         if found.all():
-            ids.reshape(-1)[:] = self.ids.ids(labels.reshape(-1))  # the str objects, no copies
+            ids = self.ids.id_array(labels)
         else:
-            ids[found] = self.ids.ids(labels[found])
+            ids = np.full(labels.shape, None, dtype=object)
+            ids[found] = self.ids.id_array(labels[found])
         by_label = self.payloads.by_label
         if not by_label:
             return SearchResult._of(ids, scores, None)

@@ -32,7 +32,7 @@ _MIN_CAPACITY = 1024
 _MIN_RECENT = 4096
 _HASH_CHUNK = 65536  # ids turned into Python strings at once when a checkpoint is installed
 _BULK_LOOKUP = 64  # ``labels`` of at least this many keys searches the base vectorised
-_BULK_IDS = 256  # labels beyond which ``ids`` decodes their bytes in one go
+_BULK_IDS = 48  # labels beyond which Arrow decodes ids (it wins from ~40 on)
 
 
 class IdMap:
@@ -101,26 +101,29 @@ class IdMap:
         """The ids of ``labels`` (live ones), in order."""
         if isinstance(labels, np.ndarray):
             if labels.size > _BULK_IDS:
-                return self._ids_bulk(labels)
+                return self.id_array(labels).tolist()
             labels = labels.tolist()
         # Memoryviews give Python ints and byte slices without a numpy scalar or array per id
         # (a search's k ids in ~2 us instead of ~8).
         off, buf = self._off.data, self._buf.data
         return [str(buf[off[x] : off[x + 1]], "utf-8") for x in labels]
 
-    def _ids_bulk(self, labels: np.ndarray) -> list[str]:
-        """``ids`` for many labels (a batch search's m x k): their bytes gathered by numpy and
-        decoded at once, then cut by Python string slicing, which is cheaper per id than a
-        decode each. Byte offsets are character offsets only for ASCII; otherwise per id."""
-        starts = self._off[labels]
-        lens = self._off[labels + 1] - starts
-        raw = self._buf[ragged_arange(starts, lens)].tobytes()
-        text = raw.decode()
-        ends = np.cumsum(lens)
-        cuts = zip((ends - lens).tolist(), ends.tolist(), strict=True)
-        if len(text) != len(raw):  # some id is not ASCII
-            return [raw[a:b].decode() for a, b in cuts]
-        return [text[a:b] for a, b in cuts]
+    def id_array(self, labels: np.ndarray) -> np.ndarray:
+        """The ids of ``labels`` as an object array of ``labels``' shape (a batch search's
+        m x k). Small arrays take ``ids``' per-id path; larger ones let Arrow gather and decode:
+        the buffer and offsets are an Arrow large-string array as they stand (no copy), and
+        its ``take`` and conversion to Python strings run in C++, about 25 ns an id against
+        ~130 ns for any per-id path in Python (400k ids, 20,000 taken)."""
+        flat = labels.reshape(-1)
+        out = np.empty(flat.shape[0], dtype=object)
+        if flat.size <= _BULK_IDS:
+            out[:] = self.ids(flat.tolist())
+            return out.reshape(labels.shape)
+        end = self._labels_end
+        arr = pa.LargeStringArray.from_buffers(
+            end, pa.py_buffer(self._off[: end + 1]), pa.py_buffer(self._buf)
+        )
+        return arr.take(flat).to_numpy(zero_copy_only=False).reshape(labels.shape)
 
     def __iter__(self) -> Iterator[str]:
         """The live ids, in label order."""

@@ -88,3 +88,22 @@ def test_labels_of_many_keys_equal_one_key_lookups():
     assert ids.labels(keys) == [lab for k in keys if (lab := ids.label(k)) is not None]
     assert ids.labels(keys[:10]) == [lab for k in keys[:10] if (lab := ids.label(k)) is not None]
     assert IdMap().labels(keys) == []
+
+
+def test_id_array_equals_one_id_at_a_time_in_both_paths():
+    ids = IdMap()
+    rng = np.random.default_rng(3)
+    pool = ["a", "é", "", "日本", "d\x00e", "long-" + "x" * 40, "🙂"]
+    names = [f"{pool[i % len(pool)]}{i}" for i in range(5_000)]
+    ids.assign(names[:3_000], np.arange(3_000))
+    ids.remove(np.arange(0, 3_000, 2))
+    ids.compact()  # dead ids' bytes dropped: offsets move
+    ids.assign(names[3_000:], np.arange(3_000, 5_000))
+    live = np.flatnonzero(ids._alive[:5_000])
+    for shape in [(3,), (4, 10), (300,), (60, 10)]:  # below and above the Arrow threshold
+        labels = rng.choice(live, size=shape)
+        got = ids.id_array(labels)
+        assert got.shape == shape and got.dtype == object
+        assert got.reshape(-1).tolist() == [ids.id(x) for x in labels.reshape(-1).tolist()]
+        assert ids.ids(labels.reshape(-1)) == got.reshape(-1).tolist()
+    assert ids.id_array(np.empty((0, 10), dtype=np.int64)).shape == (0, 10)
