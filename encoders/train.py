@@ -54,7 +54,10 @@ class TrainConfig:
     Distillation (examples with teacher scores): the loss is ``distill_weight`` x KL +
     (1 - ``distill_weight``) x InfoNCE; teacher scores are divided by ``teacher_temperature``,
     student scores (mean MaxSim over query tokens) by ``temperature``. ``distill_losses`` gets the
-    KL term of every step that had one (the figure to watch fall)."""
+    KL term of every step that had one (the figure to watch fall).
+
+    ``encode_doc_len`` (TokenEncoder): the document length the saved model and its checkpoints
+    encode at (0: the training length); see ``save_trained``."""
 
     epochs: int = 1
     batch_size: int = 32
@@ -68,6 +71,7 @@ class TrainConfig:
     train_layers: int = 2
     refresh_negatives: bool = False
     checkpoint_dir: str | None = None
+    encode_doc_len: int = 0
     max_grad_norm: float = 1.0
     distill_weight: float = 1.0
     teacher_temperature: float = 1.0
@@ -241,6 +245,13 @@ def train(
         raise ValueError(f"distill_weight must be in [0, 1], got {cfg.distill_weight}")
     if cfg.teacher_temperature <= 0:
         raise ValueError(f"teacher_temperature must be positive, got {cfg.teacher_temperature}")
+    if cfg.encode_doc_len:
+        if not isinstance(encoder, TokenEncoder):
+            raise ValueError(
+                f"encode_doc_len is a token encoder's document length, not a "
+                f"{type(encoder).__name__}'s"
+            )
+        encoder.check_length("encode_doc_len", cfg.encode_doc_len)
     for e in examples:
         if e.candidates or e.scores:
             if not isinstance(encoder, TokenEncoder):
@@ -301,8 +312,23 @@ def train(
         module.eval()
         if cfg.checkpoint_dir:
             ckpt = Path(cfg.checkpoint_dir) / f"epoch-{epoch + 1}"
-            encoder.save(ckpt)
+            save_trained(encoder, ckpt, cfg)
             log.info("saved checkpoint %s", ckpt)
     module.eval()
     cfg.losses = losses
     return losses
+
+
+def save_trained(encoder: Encoder, directory: str | Path, cfg: TrainConfig) -> None:
+    """Saves a trained ``encoder``. With ``cfg.encode_doc_len`` the saved token encoder cuts
+    documents at that length from then on, while training read them at its own ``doc_max_len``:
+    train short (an epoch's cost grows with the document length), encode long."""
+    if not cfg.encode_doc_len or not isinstance(encoder, TokenEncoder):
+        encoder.save(directory)
+        return
+    trained_at = encoder.doc_max_len
+    encoder.doc_max_len = cfg.encode_doc_len
+    try:
+        encoder.save(directory)
+    finally:
+        encoder.doc_max_len = trained_at

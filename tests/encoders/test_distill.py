@@ -11,7 +11,7 @@ import pytest
 
 from encoders import SentenceEncoder, TokenEncoder
 from encoders.distill import fuse, read_teacher_file, zscore
-from encoders.train import Example, TrainConfig, train
+from encoders.train import Example, TrainConfig, save_trained, train
 
 WORDS = (
     "apple river stone cloud engine violin pepper castle silver garden rocket winter "
@@ -176,3 +176,52 @@ def test_fuse_standardises_each_scorer():
     np.testing.assert_array_equal(zscore(np.ones(3)), np.zeros(3))
     with pytest.raises(ValueError, match="bad fusion weights"):
         fuse([bm25, cos], [1.0])
+
+
+def test_lengths_past_the_models_position_limit_are_refused(tiny_bert_dir):
+    # The tiny model takes 128 positions: the default document length (256) shrinks to it,
+    # an explicit length past it is refused with the limit named.
+    assert TokenEncoder(tiny_bert_dir, dim=16).doc_max_len == 128
+    with pytest.raises(ValueError, match=r"doc_max_len must be in 4\.\.128 .*got 129"):
+        TokenEncoder(tiny_bert_dir, dim=16, doc_max_len=129)
+    with pytest.raises(ValueError, match=r"query_len must be in 4\.\.128 .*got 3"):
+        TokenEncoder(tiny_bert_dir, dim=16, query_len=3)
+
+
+def test_a_saved_token_encoder_loads_with_another_document_length(tiny_bert_dir, tmp_path):
+    import encoders
+
+    enc = tiny_token(tiny_bert_dir)  # doc_max_len=12
+    enc.save(tmp_path / "m")
+    long_doc = " ".join(WORDS)  # more than 12 tokens
+    short = encoders.load(str(tmp_path / "m"))
+    longer = encoders.load(str(tmp_path / "m"), doc_max_len=40)
+    assert (short.doc_max_len, longer.doc_max_len) == (12, 40)
+    a, b = short.encode_documents([long_doc])[0], longer.encode_documents([long_doc])[0]
+    assert len(b) > len(a)  # more of the document is kept, by the same weights:
+    np.testing.assert_allclose(
+        longer.encode_queries(["apple river"])[0], short.encode_queries(["apple river"])[0]
+    )
+    with pytest.raises(ValueError, match=r"cannot change \['dim'\]"):
+        encoders.load(str(tmp_path / "m"), dim=8)
+    with pytest.raises(ValueError, match="token encoders only"):
+        encoders.load("default", doc_max_len=512)
+
+
+def test_training_can_save_a_longer_document_length(tiny_bert_dir, tiny_st_dir, tmp_path):
+    train_ex, _, _ = distill_data()
+    enc = tiny_token(tiny_bert_dir)
+    cfg = TrainConfig(epochs=1, batch_size=16, encode_doc_len=48, checkpoint_dir=str(tmp_path))
+    seen = []
+    tokenize = enc.tokenize
+    enc.tokenize = lambda texts, is_query: seen.append(enc.doc_max_len) or tokenize(texts, is_query)
+    train(enc, train_ex[:16], cfg)
+    assert set(seen) == {12}  # training read documents at the encoder's own length
+    assert enc.doc_max_len == 12
+    assert TokenEncoder.load(tmp_path / "epoch-1").doc_max_len == 48
+    save_trained(enc, tmp_path / "final", cfg)
+    assert TokenEncoder.load(tmp_path / "final").doc_max_len == 48 and enc.doc_max_len == 12
+    with pytest.raises(ValueError, match=r"encode_doc_len must be in 4\.\.128"):
+        train(enc, train_ex[:16], TrainConfig(batch_size=16, encode_doc_len=600))
+    with pytest.raises(ValueError, match="not a SentenceEncoder's"):
+        train(SentenceEncoder(tiny_st_dir), train_ex[:16], TrainConfig(encode_doc_len=64))

@@ -65,11 +65,18 @@ def test_cli_distils_from_the_hybrid_with_checkpoints(tmp_path, tiny_bert_dir, t
     args = ["train", "--encoder", token_spec(tiny_bert_dir), "--beir", str(tmp_path / "beir")]
     args += ["--distill", "hybrid", "--distill-dense", str(tiny_st_dir), "--distill-candidates"]
     args += ["3", "--distill-weight", "0.5", "--epochs", "2", "--batch-size", "4"]
+    args += ["--encode-doc-len", "64"]  # trained at 16 tokens, saved to encode at 64
     assert cli.main([*args, "--checkpoints", "--quiet", "--out", str(out)]) == 0
     assert "distillation KL" in capsys.readouterr().out
     for epoch in (1, 2):
-        TokenEncoder.load(out / "checkpoints" / f"epoch-{epoch}").encode_queries(["apple"])
-    assert TokenEncoder.load(out).dim == 16
+        ckpt = TokenEncoder.load(out / "checkpoints" / f"epoch-{epoch}")
+        ckpt.encode_queries(["apple"])
+        assert ckpt.doc_max_len == 64
+    saved = TokenEncoder.load(out)
+    assert saved.dim == 16 and saved.doc_max_len == 64
+    bad = [*args[:-2], "--encode-doc-len", "4096", "--quiet", "--out", str(tmp_path / "bad")]
+    assert cli.main(bad) == 2
+    assert "encode_doc_len must be in 4..128" in capsys.readouterr().err
 
 
 def test_cli_distils_from_a_teacher_file_and_trains_unsupervised(tmp_path, tiny_bert_dir):
