@@ -281,6 +281,15 @@ def json_default(o: Any) -> Any:
     raise TypeError(f"cannot serialise {type(o).__name__}")
 
 
+def write_choice_report(path: Path, report: dict[str, Any], started: float) -> None:
+    """Writes a benchmark that chose a setting on train queries (``report["chosen_on_train"]``,
+    ``report["chosen_test"]``), with the machine and the wall time, and logs the choice."""
+    report = {**report, "machine": machine_info(), "wall_s": round(time.time() - started, 1)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=json_default))
+    log(f"chosen on train: {report['chosen_on_train']}; test {report['chosen_test']}; wrote {path}")
+
+
 def write_load_report(
     name: str,
     argv: Sequence[str] | None,

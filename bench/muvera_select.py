@@ -22,14 +22,13 @@ writes bench/results/muvera_select.json (about 10 minutes on 2 cores with cached
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .common import RESULTS, log, machine_info
+from .common import RESULTS, log, split, write_choice_report
 from .encoders import cached_tokens, token_key
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     key = token_key(enc, args.data, args.token_model)
     log(f"document tokens (cache key {key})")
     dt, doff, _ = cached_tokens(key, lambda: enc.encode_documents(texts))
-    docs = [dt[a:b].astype(np.float32) for a, b in zip(doff[:-1], doff[1:], strict=True)]
+    docs = [x.astype(np.float32) for x in split(dt, doff)]
     labels = np.arange(n, dtype=np.int64)
     ex = ChamferIndex(enc.dim, metric="ip")
     ex.add(docs, labels)
@@ -124,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{key}-queries-{name}",
             lambda qids=qids: enc.encode_queries([queries[i] for i in qids]),
         )
-        qs = [qt[a:b].astype(np.float32) for a, b in zip(qoff[:-1], qoff[1:], strict=True)]
+        qs = [x.astype(np.float32) for x in split(qt, qoff)]
         log(f"{name}: exhaustive MaxSim, {len(qs)} queries x {n} documents")
         full = oracle(ex, qs, n)
         gt = np.argsort(-full, axis=1, kind="stable")[:, :K]
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "fde_dims": fde_dims(cfg),
             "build_s": round(time.perf_counter() - t0, 1),
         }
-        for split, s in splits.items():
+        for part, s in splits.items():
             cand = mv.candidate_labels(s["qs"], candidates=max(points))
             by = {}
             for c in points:
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 m["ndcg@10_minus_exhaustive"] = round(m["ndcg@10"] - s["exhaustive"]["ndcg@10"], 4)
                 m["recall@10_vs_exhaustive"] = recall_vs(lab, s["gt"])
                 by[str(c)] = m
-            row[split] = by
+            row[part] = by
         log(f"{name}: train {row['train'][str(args.budget)]} test {row['test'][str(args.budget)]}")
         configs[name] = row
         indexes[name] = (mv, cfg)
@@ -199,12 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         "search_check": check,
         "note": "the configuration is chosen on train queries only; the test rows of the other "
         "configurations are reported, not used",
-        "machine": machine_info(),
-        "wall_s": round(time.time() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    log(f"chosen on train: {chosen}; test {out['chosen_test']}; wrote {args.out}")
+    write_choice_report(args.out, out, t_start)
     return 0
 
 

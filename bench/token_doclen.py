@@ -18,14 +18,13 @@ writes bench/results/token_doclen.json (document tokens cached by model, length 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .common import RESULTS, cached_token_sets, log, machine_info, pack
+from .common import RESULTS, cached_token_sets, log, pack, write_choice_report
 from .encoders import CACHE, maxsim_metrics, token_key
 from .muvera_select import DATA
 
@@ -108,12 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "chosen_on_train": chosen,
         "chosen_test": rows[chosen]["test"],
         "note": "the length is chosen on train queries (best nDCG@10); test is the report",
-        "machine": machine_info(),
-        "wall_s": round(time.time() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    log(f"chosen on train: {chosen}; test {out['chosen_test']}; wrote {args.out}")
+    write_choice_report(args.out, out, t_start)
     return 0
 
 
