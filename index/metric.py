@@ -31,7 +31,9 @@ class Metric(str, Enum):
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Returns a float32 copy of ``x`` with unit-norm rows (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # What ``np.linalg.norm(x, axis=1, keepdims=True)`` computes for real rows, bit for bit,
+    # without its Python-level dispatch (a few microseconds of a single-query search).
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
     norms[norms == 0] = 1.0
     return (x / norms).astype(np.float32, copy=False)
 
