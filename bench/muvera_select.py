@@ -16,7 +16,7 @@ configuration, and picking it by its test score would tune on the test split. He
    report; every configuration's test figures are written too, marked as not used to choose.
 
 ``python -m bench.muvera_select --token-model bench/.cache/encoders/models/token-a6b025ebe9``
-writes bench/results/muvera_select.json (about 10 minutes on 2 cores with cached tokens).
+writes bench/results/muvera_select.json (5-8 minutes on 2 cores with cached tokens).
 """
 
 from __future__ import annotations
