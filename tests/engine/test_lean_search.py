@@ -163,6 +163,20 @@ def test_payloads_are_copies_read_lazily(col) -> None:
     assert first  # the hits stay usable after the lock was released
 
 
+def test_batch_rows_as_hits_carry_copies_of_the_payloads(col) -> None:
+    ids, x, payloads = _data()
+    res = col.search_batch(x[1:4], k=3)
+    rows = [res[i] for i in range(3)]
+    for i, hits in enumerate(rows):
+        assert [h.id for h in hits] == res.ids[i].tolist()
+        assert [h.score for h in hits] == res.scores[i].tolist()
+        assert [h.payload for h in hits] == [payloads[int(h.id[1:])] for h in hits]
+    rows[0][0].payload["year"] = -1  # a copy: the store does not change
+    assert col.search(x[1], k=3)[0].payload == payloads[int(res.ids[0][0][1:])]
+    short = col.search_batch(x[1:2], k=len(ids) + 5)  # padded rows: the hits stop at the last
+    assert len(short[0]) == len(col) and short[0][-1].id == short.ids[0][len(col) - 1]
+
+
 def test_hit_behaves_like_the_dataclass_it_replaced() -> None:
     h = Hit("a", 0.5)
     assert h.payload == {} and h == Hit("a", 0.5, {})
@@ -188,6 +202,7 @@ def test_search_result_without_payloads_gives_empty_dicts(tmp_path) -> None:
     ids, x, _ = _data()
     c.add(ids[:4], x[:4])
     res = c.search_batch(x[:2], k=6)
+    assert [h.payload for h in res[1]] == [{}] * 4 and len(res[0]) == 4
     assert res.payloads == [[{}] * 4, [{}] * 4]
     assert all(h.payload == {} for h in c.search(x[0], k=6))
 
