@@ -23,6 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CACHE_ROOT = ROOT / "bench" / ".cache"
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact"  # the data README's SciFact (BEIR)
 BASE_DISTS = ("vecdex", "numpy", "torch")  # every machine record lists these versions
 
 

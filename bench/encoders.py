@@ -35,6 +35,7 @@ from index.scoring import chamfer_topk  # noqa: E402
 from .common import (  # noqa: E402
     CACHE_ROOT,
     RESULTS,
+    SCIFACT,
     cached_array,
     cached_token_sets,
     file_digest,
@@ -305,9 +306,7 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--data", type=Path, default=Path(__file__).parents[2] / "shared" / "data" / "scifact"
-    )
+    p.add_argument("--data", type=Path, default=SCIFACT)
     g = p.add_argument_group("stages")
     g.add_argument("--skip-harness", action="store_true")
     g.add_argument("--skip-throughput", action="store_true")

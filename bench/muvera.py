@@ -43,7 +43,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from .common import RESULTS, ROOT, LoadSampler, json_default, log, positive_ints, timed  # noqa: E402
+from .common import RESULTS, SCIFACT, LoadSampler, json_default, log, positive_ints, timed  # noqa: E402
 from .muvera_data import CACHE, ENCODERS, PARETO, FdeConfig  # noqa: E402
 from .muvera_paper import DEFAULT_FAMILIES, DEFAULT_PQ_ON, Family, families, paper_stage, pq_on  # noqa: E402
 from .muvera_paper_report import paper_markdown, paper_plot, paper_targets  # noqa: E402
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g.add_argument("--quick", action="store_true", help="small smoke run (results to the cache)")
     g = p.add_argument_group("data")
-    g.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
+    g.add_argument("--data", type=Path, default=SCIFACT)
     g.add_argument(
         "--variants",
         type=_variants,

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from .common import RESULTS, log, split, write_choice_report
+from .common import RESULTS, SCIFACT, log, split, write_choice_report
 from .encoders import cached_tokens, token_key
+from .muvera_scifact import run_metrics
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 # (r_reps, k_sim, d_proj, d_final, final), ascending in FDE dimensions; the paper's (40,6,128)
 # families cost ~5 minutes each to encode here and are left to ``bench.muvera --paper``.
 CONFIGS = (
@@ -71,23 +71,15 @@ def rerank(full: np.ndarray, cand: np.ndarray, c: int) -> np.ndarray:
 
 
 def split_metrics(labels: np.ndarray, qids: list[str], doc_ids: list[str], qrels) -> dict:
-    from engine.evaluate import evaluate_run
-
-    run = {q: [doc_ids[i] for i in row if i >= 0] for q, row in zip(qids, labels, strict=True)}
-    m = evaluate_run(run, {q: qrels[q] for q in qids})
-    return {k: round(v, 4) for k, v in m.items() if k in ("ndcg@10", "mrr@10")}
-
-
-def recall_vs(labels: np.ndarray, gt: np.ndarray) -> float:
-    hit = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(labels, gt, strict=True)]
-    return round(float(np.sum(hit)) / gt.size, 4)
+    m = run_metrics(labels, qids, doc_ids, qrels)
+    return {k: v for k, v in m.items() if k in ("ndcg@10", "mrr@10")}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--token-model", required=True, help="a trained token encoder's directory")
     p.add_argument("--doc-max-len", type=int, default=0, help="0: the model's own")
-    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--data", type=Path, default=SCIFACT)
     p.add_argument("--budget", type=int, default=100, help="candidates the target allows")
     p.add_argument("--tolerance", type=float, default=0.005)
     p.add_argument("--points", default="50,100,200", help="candidate counts reported")
@@ -96,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import encoders
     from engine import beir
-    from index import ChamferIndex, MuveraIndex
+    from index import ChamferIndex, MuveraIndex, recall_at_k
 
     t_start = time.time()
     enc = encoders.load(args.token_model)
@@ -159,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 lab = rerank(s["full"], cand, c)
                 m = split_metrics(lab, s["qids"], doc_ids, s["qrels"])
                 m["ndcg@10_minus_exhaustive"] = round(m["ndcg@10"] - s["exhaustive"]["ndcg@10"], 4)
-                m["recall@10_vs_exhaustive"] = recall_vs(lab, s["gt"])
+                m["recall@10_vs_exhaustive"] = round(recall_at_k(lab, s["gt"], K), 4)
                 by[str(c)] = m
             row[part] = by
         log(f"{name}: train {row['train'][str(args.budget)]} test {row['test'][str(args.budget)]}")

@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import RESULTS, cached_token_sets, log, pack, write_choice_report
+from .common import RESULTS, SCIFACT, cached_token_sets, log, pack, write_choice_report
 from .encoders import CACHE, maxsim_metrics, token_key
-from .muvera_select import DATA
 
 WINDOW_OVERLAP = 64
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token-model", required=True, help="a trained token encoder's directory")
     p.add_argument("--lengths", default="256,512", help="document lengths measured")
     p.add_argument("--windows", action="store_true", help="also: a second window past 512")
-    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--data", type=Path, default=SCIFACT)
     p.add_argument("--out", type=Path, default=RESULTS / "token_doclen.json")
     args = p.parse_args(argv)
 

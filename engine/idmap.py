@@ -115,8 +115,8 @@ class IdMap:
         its ``take`` and conversion to Python strings run in C++, about 25 ns an id against
         ~130 ns for any per-id path in Python (400k ids, 20,000 taken)."""
         flat = labels.reshape(-1)
-        out = np.empty(flat.shape[0], dtype=object)
         if flat.size <= _BULK_IDS:
+            out = np.empty(flat.shape[0], dtype=object)
             out[:] = self.ids(flat.tolist())
             return out.reshape(labels.shape)
         end = self._labels_end
